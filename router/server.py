@@ -1,0 +1,32 @@
+"""Run the router under uvicorn with uvloop, httptools and N worker processes."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from cluster.logs import configure_logging
+from cluster.settings import Settings
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        "router.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.router_workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,  # EdgeMiddleware writes the structured access log with request ids
+        log_config=None,
+        backlog=settings.router_backlog_max,
+        limit_concurrency=settings.router_connections_max,
+        timeout_keep_alive=settings.keep_alive_s,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+    )
+
+
+if __name__ == "__main__":
+    main()

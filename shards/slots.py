@@ -1,0 +1,70 @@
+"""Event → slot → shard (DESIGN §4).
+
+``slot = xxhash64(event_id.bytes) % 256`` is fixed forever, so an event never changes slot. The
+shard map assigns contiguous slot ranges to shard ids and carries a version, so that rebalancing
+(moving slots between shards) can later publish a new map without changing any slot.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import xxhash
+
+SLOT_COUNT = 256
+
+
+def slot_of(event_id: uuid.UUID) -> int:
+    return xxhash.xxh64_intdigest(event_id.bytes) % SLOT_COUNT
+
+
+@dataclass(frozen=True, slots=True)
+class ShardMap:
+    """`shard_of_slot[s]` is the shard that owns slot `s`."""
+
+    shard_of_slot: tuple[int, ...]
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if len(self.shard_of_slot) != SLOT_COUNT:
+            raise ValueError(f"a shard map covers exactly {SLOT_COUNT} slots")
+
+    @property
+    def shard_ids(self) -> list[int]:
+        return sorted(set(self.shard_of_slot))
+
+    def shard_of(self, event_id: uuid.UUID) -> int:
+        return self.shard_of_slot[slot_of(event_id)]
+
+    def slots_of(self, shard_id: int) -> list[int]:
+        return [slot for slot, owner in enumerate(self.shard_of_slot) if owner == shard_id]
+
+    @classmethod
+    def even(cls, shard_count: int) -> ShardMap:
+        if not 1 <= shard_count <= SLOT_COUNT:
+            raise ValueError(f"shard_count must be in 1..{SLOT_COUNT}")
+        return cls(tuple(slot * shard_count // SLOT_COUNT for slot in range(SLOT_COUNT)))
+
+    @classmethod
+    def parse(cls, text: str, shard_count: int) -> ShardMap:
+        """Parse ``"0-127:0,128-255:1"``; every slot must be covered exactly once."""
+        owners: list[int | None] = [None] * SLOT_COUNT
+        for part in filter(None, (piece.strip() for piece in text.split(","))):
+            try:
+                span, shard_text = part.split(":")
+                first_text, _, last_text = span.partition("-")
+                first, last = int(first_text), int(last_text or first_text)
+                shard = int(shard_text)
+            except ValueError:
+                raise ValueError(f"slot map entry {part!r} is not 'first-last:shard'") from None
+            if not (0 <= first <= last < SLOT_COUNT) or not 0 <= shard < shard_count:
+                raise ValueError(f"slot map entry {part!r} is out of range")
+            for slot in range(first, last + 1):
+                if owners[slot] is not None:
+                    raise ValueError(f"slot {slot} is mapped twice")
+                owners[slot] = shard
+        missing = [slot for slot, owner in enumerate(owners) if owner is None]
+        if missing:
+            raise ValueError(f"slot map leaves {len(missing)} slots unmapped (first: {missing[0]})")
+        return cls(tuple(owner for owner in owners if owner is not None))

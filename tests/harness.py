@@ -1,0 +1,123 @@
+"""Start and stop a real cluster (`ticketing up` in a subprocess) for the integration suites."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from cluster import runstate
+from cluster.runstate import free_port
+from cluster.secrets import read_jwt_secret
+from router.auth import issue_token
+
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 60.0
+TOKEN_TTL_S = 3600
+
+# Settings that make the suite fast and deterministic without changing behaviour: holds may be
+# as short as a second, and the access log stays off the disk.
+TEST_ENVIRONMENT = {
+    "TICKETING_MIN_HOLD_SECONDS": "1",
+    "TICKETING_ROUTER_WORKERS": "2",
+    "TICKETING_ACCESS_LOG": "false",
+}
+
+
+@dataclass
+class RunningCluster:
+    data_dir: Path
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def state(self) -> dict[str, object]:
+        return runstate.read_state(self.data_dir)
+
+    def secret(self) -> str:
+        return os.environ.get("TICKETING_JWT_SECRET") or read_jwt_secret(self.data_dir)
+
+    def token(self, subject: str, role: str = "buyer") -> str:
+        return issue_token(self.secret(), subject, role, TOKEN_TTL_S)
+
+    def headers(self, subject: str, role: str = "buyer") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(subject, role)}"}
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ticketing up exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.base_url + "/readyz", timeout=5).status_code == 200:
+                    return time.monotonic() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"cluster not ready within {timeout_s} s:\n{self.log_tail()}")
+
+    def log_tail(self, characters: int = 4000) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")[-characters:]
+        except FileNotFoundError:
+            text = ""
+        router_log = self.data_dir / "logs" / "router.log"
+        if router_log.exists():
+            text += "\n--- router.log ---\n" + router_log.read_text(errors="replace")[-characters:]
+        return text
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return int(self.process.returncode)
+
+
+def start_cluster(data_dir: Path, *extra_args: str, environment: dict[str, str] | None = None,
+                  port: int | None = None) -> RunningCluster:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    env = {**os.environ, **TEST_ENVIRONMENT, **(environment or {})}
+    log_path = data_dir / "up.log"
+    with open(log_path, "ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cluster.cli", "up", "--data-dir", str(data_dir), "--port", str(port),
+             *extra_args],
+            env=env, stdout=output, stderr=output, stdin=subprocess.DEVNULL,
+        )
+    return RunningCluster(data_dir, port, process, log_path)
+
+
+def down(data_dir: Path) -> str:
+    result = subprocess.run([sys.executable, "-m", "cluster.cli", "down", "--data-dir", str(data_dir)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    return result.stdout + result.stderr
+
+
+def deployment_processes(data_dir: Path, ray_temp_dir: str | None) -> list[str]:
+    """Command lines of live processes that belong to the deployment in `data_dir`."""
+    import psutil
+
+    needles = [str(data_dir)] + ([ray_temp_dir] if ray_temp_dir else [])
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline", "status"]):
+        if process.info["status"] == psutil.STATUS_ZOMBIE or process.pid == os.getpid():
+            continue
+        cmdline = " ".join(process.info.get("cmdline") or [])
+        if any(needle in cmdline for needle in needles):
+            found.append(f"{process.pid}: {cmdline[:200]}")
+    return found

@@ -1,0 +1,84 @@
+"""`ticketing up` lifecycle: Ctrl-C stops everything, a second run reuses the data, and `down`
+cleans up after a crashed supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from cluster.raycluster import ray_temp_dir
+from tests.harness import deployment_processes, down, start_cluster
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(bool(os.environ.get("TICKETING_PG_DSNS")), reason="exercises the embedded services"),
+]
+
+PROCESS_EXIT_WAIT_S = 20.0
+
+
+def wait_no_processes(data_dir: Path) -> list[str]:
+    deadline = time.monotonic() + PROCESS_EXIT_WAIT_S
+    while True:
+        left = deployment_processes(data_dir, str(ray_temp_dir(data_dir)))
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
+
+
+async def write_marker(dsn: str, value: str) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("CREATE TABLE IF NOT EXISTS lifecycle_marker (value text)")
+        await connection.execute("INSERT INTO lifecycle_marker VALUES ($1)", value)
+    finally:
+        await connection.close()
+
+
+async def read_markers(dsn: str) -> list[str]:
+    connection = await asyncpg.connect(dsn)
+    try:
+        return [row["value"] for row in await connection.fetch("SELECT value FROM lifecycle_marker")]
+    finally:
+        await connection.close()
+
+
+def test_ctrl_c_stops_everything_and_second_run_reuses_data(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = start_cluster(data_dir)
+    try:
+        first.wait_ready()
+        dsn = str(first.state()["pg_dsns"][0])  # type: ignore[index]
+        secret = first.secret()
+        asyncio.run(write_marker(dsn, "first-run"))
+    finally:
+        assert first.stop(signal.SIGINT) == 0
+    assert wait_no_processes(data_dir) == []
+    assert not (data_dir / "run" / "state.json").exists()
+
+    second = start_cluster(data_dir)
+    try:
+        second.wait_ready()
+        dsn = str(second.state()["pg_dsns"][0])  # type: ignore[index]
+        assert asyncio.run(read_markers(dsn)) == ["first-run"]
+        assert second.secret() == secret  # tokens issued before the restart stay valid
+    finally:
+        second.stop(signal.SIGTERM)
+    assert wait_no_processes(data_dir) == []
+
+
+def test_down_removes_what_a_killed_supervisor_left(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    running = start_cluster(data_dir)
+    running.wait_ready()
+    running.stop(signal.SIGKILL)  # the supervisor dies without stopping its children
+    assert deployment_processes(data_dir, str(ray_temp_dir(data_dir))) != []
+    output = down(data_dir)
+    assert "removed" in output
+    assert wait_no_processes(data_dir) == []

@@ -1,0 +1,94 @@
+"""The router's edge, in process: problem+json errors, JWT auth, body bound, request ids."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from cluster.settings import Settings
+from router.app import create_app
+from router.auth import issue_token
+
+pytestmark = pytest.mark.unit
+
+SECRET = "unit-test-secret-0123456789abcdef"
+
+
+def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One request through the whole ASGI stack, with no server and no lifespan (no Ray needed)."""
+    app = create_app(Settings(jwt_secret=SECRET, body_bytes_max=2048))
+
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.request(method, path, **kwargs)
+
+    return asyncio.run(run())
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["code"] == code and body["status"] == status
+    assert {"type", "title", "detail"} <= set(body)
+    return dict(body)
+
+
+def test_token_from_this_deployment_is_accepted() -> None:
+    response = call("GET", "/v1/me", headers=bearer(issue_token(SECRET, "alice", "buyer", 60)))
+    assert response.status_code == 200
+    assert response.json() == {"sub": "alice", "role": "buyer"}
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        issue_token("another-secret-0123456789abcdef-x", "alice", "buyer", 60),
+        issue_token(SECRET, "alice", "buyer", -120),  # expired beyond the clock-skew leeway
+        "not-a-jwt",
+    ],
+    ids=["other-secret", "expired", "garbage"],
+)
+def test_bad_tokens_are_401(token: str) -> None:
+    assert_problem(call("GET", "/v1/me", headers=bearer(token)), 401, "UNAUTHENTICATED")
+
+
+def test_missing_token_is_401() -> None:
+    assert_problem(call("GET", "/v1/me"), 401, "UNAUTHENTICATED")
+
+
+def test_unknown_role_claim_is_401() -> None:
+    import jwt
+
+    token = jwt.encode({"sub": "x", "role": "root", "exp": 2**40}, SECRET, algorithm="HS256")
+    assert_problem(call("GET", "/v1/me", headers=bearer(token)), 401, "UNAUTHENTICATED")
+
+
+def test_oversize_body_is_413_problem() -> None:
+    assert_problem(call("POST", "/v1/me", content=b"x" * 5000), 413, "BODY_TOO_LARGE")
+
+
+def test_unknown_path_and_method_are_problems() -> None:
+    assert_problem(call("GET", "/nope"), 404, "NOT_FOUND")
+    assert_problem(call("DELETE", "/healthz"), 405, "METHOD_NOT_ALLOWED")
+
+
+def test_request_id_is_echoed_or_made() -> None:
+    assert call("GET", "/healthz", headers={"X-Request-Id": "abc-123"}).headers["x-request-id"] == "abc-123"
+    made = call("GET", "/healthz", headers={"X-Request-Id": "bad id with spaces"}).headers["x-request-id"]
+    assert len(made) == 32
+
+
+def test_metrics_are_prometheus_text() -> None:
+    call("GET", "/healthz")
+    response = call("GET", "/metrics")
+    assert response.status_code == 200
+    assert "ticketing_http_requests_total" in response.text
