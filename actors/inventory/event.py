@@ -1,0 +1,260 @@
+"""One event's inventory state, in compact arrays, with the primitives that mutate it.
+
+Per seat: one byte of status in ``seat_status`` (the byte *is* the seat-map character: ``.``
+available, ``h`` held, ``s`` sold, ``x`` blocked, so a seat-map row is one slice and a decode)
+and one ``int32`` in ``seat_ref``: the hold slot while held, the ticket serial once sold, -1
+otherwise. Per section: ``held`` and ``sold`` counters (GA pools *are* these counters; seated
+sections keep them so availability is O(sections)). Per user: a 16-byte key and one ``int32``
+counting live held units plus live tickets, for the per-person limit.
+
+The primitives here never decide: callers (holding.py, ticketing.py) check first, then mutate.
+"""
+
+from __future__ import annotations
+
+from array import array
+from uuid import UUID
+
+from actors.inventory.compact import KeyTable, user_key
+from actors.inventory.holds import Hold
+from actors.inventory.layout import Layout, Section
+from actors.inventory.results import (
+    HoldItem,
+    HoldView,
+    OrderView,
+    SeatMapRow,
+    SectionAvailability,
+    TicketView,
+)
+from actors.inventory.sales import EventSettings
+from actors.inventory.seating import AVAILABLE, BLOCKED, HELD, SOLD
+from actors.inventory.tickets import ORDER_STATUSES, TICKET_STATUSES, TicketBook
+
+NOBODY = -1
+
+
+class EventInventory:
+    __slots__ = (
+        "_free_slots",
+        "_pool_items",
+        "blocked",
+        "event_id",
+        "held",
+        "hold_slots",
+        "layout",
+        "open_row",
+        "seat_ref",
+        "seat_status",
+        "settings",
+        "sold",
+        "tickets",
+        "user_units",
+        "users",
+    )
+
+    def __init__(self, event_id: UUID, layout: Layout, settings: EventSettings) -> None:
+        self.event_id = event_id
+        self.layout = layout
+        self.settings = settings
+        section_count = len(layout.sections)
+        self.seat_status = bytearray(b".") * layout.seat_count
+        self.seat_ref = array("i", [-1]) * layout.seat_count
+        self.held = array("i", [0]) * section_count
+        self.sold = array("i", [0]) * section_count
+        self.blocked = array("i", [0]) * section_count
+        self.open_row = array("i", [0]) * section_count
+        for seat_no in layout.blocked_seat_nos:
+            self.seat_status[seat_no] = BLOCKED
+            self.blocked[layout.section_of(seat_no).index] += 1
+        self.users = KeyTable()
+        self.user_units = array("i")
+        self.hold_slots: list[Hold | None] = []
+        self._free_slots: list[int] = []
+        self.tickets = TicketBook()
+        # GA items are identical for every unit of a pool: build them once.
+        self._pool_items = {s.index: HoldItem(None, s.section_id, s.price_cents) for s in layout.sections}
+
+    # --- users -------------------------------------------------------------------------------
+
+    def find_user(self, user_id: str) -> int:
+        return self.users.find(user_key(user_id))
+
+    def intern_user(self, user_id: str) -> int:
+        key = user_key(user_id)
+        user = self.users.find(key)
+        return user if user != NOBODY else self.add_user(key)
+
+    def add_user(self, key: bytes) -> int:
+        """Add a user known to be new (``users.find(key)`` returned NOBODY)."""
+        self.user_units.append(0)
+        return self.users.add(key)
+
+    def units_of(self, user: int) -> int:
+        return 0 if user == NOBODY else self.user_units[user]
+
+    # --- counts ------------------------------------------------------------------------------
+
+    def available(self, section: Section) -> int:
+        index = section.index
+        return section.capacity - self.held[index] - self.sold[index] - self.blocked[index]
+
+    # --- holds: slots, claims, releases --------------------------------------------------------
+
+    def attach(self, hold: Hold) -> None:
+        """Give ``hold`` a slot and claim its inventory (already checked to be available)."""
+        if self._free_slots:
+            hold.slot = self._free_slots.pop()
+            self.hold_slots[hold.slot] = hold
+        else:
+            hold.slot = len(self.hold_slots)
+            self.hold_slots.append(hold)
+        self.user_units[hold.user] += hold.quantity
+        if hold.pool is not None:
+            self.held[hold.pool.index] += hold.quantity
+            return
+        status, ref, held, section_of, slot = (
+            self.seat_status,
+            self.seat_ref,
+            self.held,
+            self.layout.section_of,
+            hold.slot,
+        )
+        for seat_no in hold.seat_nos:
+            status[seat_no] = HELD
+            ref[seat_no] = slot
+            held[section_of(seat_no).index] += 1
+
+    def detach(self, hold: Hold, sold: bool) -> None:
+        """Free ``hold``'s slot; its inventory is released (or was just sold, if ``sold``)."""
+        self.hold_slots[hold.slot] = None
+        self._free_slots.append(hold.slot)
+        if sold:
+            return
+        self.user_units[hold.user] -= hold.quantity
+        if hold.pool is not None:
+            self.held[hold.pool.index] -= hold.quantity
+            return
+        for seat_no in hold.seat_nos:
+            self.seat_status[seat_no] = AVAILABLE
+            self.seat_ref[seat_no] = -1
+            section = self.layout.section_of(seat_no)
+            self.held[section.index] -= 1
+            self._reopen(section, seat_no)
+
+    def sell(self, hold: Hold, first_ticket: int) -> None:
+        """Turn the hold's claims into sales; ticket serials start at ``first_ticket``."""
+        if hold.pool is not None:
+            self.held[hold.pool.index] -= hold.quantity
+            self.sold[hold.pool.index] += hold.quantity
+            return
+        for serial, seat_no in enumerate(hold.seat_nos, first_ticket):
+            self.seat_status[seat_no] = SOLD
+            self.seat_ref[seat_no] = serial
+            index = self.layout.section_of(seat_no).index
+            self.held[index] -= 1
+            self.sold[index] += 1
+
+    def unsell(self, ticket: int) -> None:
+        """Put a refunded ticket's seat or GA unit back on sale."""
+        seat_ref = self.tickets.seat[ticket]
+        self.user_units[self.tickets.owner[ticket]] -= 1
+        if seat_ref < 0:
+            self.sold[-1 - seat_ref] -= 1
+            return
+        self.seat_status[seat_ref] = AVAILABLE
+        self.seat_ref[seat_ref] = -1
+        section = self.layout.section_of(seat_ref)
+        self.sold[section.index] -= 1
+        self._reopen(section, seat_ref)
+
+    def _reopen(self, section: Section, seat_no: int) -> None:
+        row = section.row_of(seat_no)
+        if row < self.open_row[section.index]:
+            self.open_row[section.index] = row
+
+    # --- views ---------------------------------------------------------------------------------
+
+    def seat_item(self, seat_no: int) -> HoldItem:
+        section = self.layout.section_of(seat_no)
+        return HoldItem(self.layout.seat_label(seat_no), section.section_id, section.price_cents)
+
+    def hold_items(self, hold: Hold) -> tuple[HoldItem, ...]:
+        if hold.pool is not None:
+            return (self._pool_items[hold.pool.index],) * hold.quantity
+        return tuple(map(self.seat_item, hold.seat_nos))
+
+    def hold_view(self, hold: Hold) -> HoldView:
+        items = self.hold_items(hold)
+        total_cents = sum(item.price_cents for item in items)
+        return HoldView(
+            hold.hold_id,
+            self.event_id,
+            hold.status,
+            hold.expires_at_s,
+            items,
+            total_cents,
+            self.settings.currency,
+            hold.order_id,
+        )
+
+    def ticket_section(self, ticket: int) -> Section:
+        seat_ref = self.tickets.seat[ticket]
+        return self.layout.sections[-1 - seat_ref] if seat_ref < 0 else self.layout.section_of(seat_ref)
+
+    def ticket_view(self, ticket: int) -> TicketView:
+        book = self.tickets
+        seat_ref = book.seat[ticket]
+        section = self.ticket_section(ticket)
+        gate = book.gate[ticket]
+        return TicketView(
+            ticket_id=UUID(bytes=book.ids.key(ticket)),
+            event_id=self.event_id,
+            order_id=UUID(bytes=book.order_ids.key(book.order[ticket])),
+            seat=None if seat_ref < 0 else self.layout.seat_label(seat_ref),
+            section_id=section.section_id,
+            price_cents=section.price_cents,
+            status=TICKET_STATUSES[book.status[ticket]],
+            checked_in_at_s=book.checked_in_at_s[ticket] if gate else None,
+            gate=book.gate_names[gate] if gate else None,
+        )
+
+    def order_view(self, order: int) -> OrderView:
+        book = self.tickets
+        tickets = tuple(self.ticket_view(serial) for serial in book.current_tickets(order))
+        first = book.order_first[order]
+        total_cents = sum(
+            self.ticket_section(serial).price_cents for serial in range(first, first + book.order_count[order])
+        )
+        return OrderView(
+            UUID(bytes=book.order_ids.key(order)),
+            self.event_id,
+            ORDER_STATUSES[book.order_status[order]],
+            total_cents,
+            self.settings.currency,
+            tickets,
+        )
+
+    def availability(self) -> tuple[SectionAvailability, ...]:
+        return tuple(
+            SectionAvailability(
+                s.section_id,
+                s.kind.value,
+                s.capacity,
+                self.available(s),
+                self.held[s.index],
+                self.sold[s.index],
+                self.blocked[s.index],
+                s.price_cents,
+            )
+            for s in self.layout.sections
+        )
+
+    def seat_map(self, section_id: str) -> tuple[SeatMapRow, ...] | None:
+        section = self.layout.section_by_id.get(section_id)
+        if section is None or not section.seated:
+            return None
+        status = self.seat_status
+        return tuple(
+            SeatMapRow(label, status[start : start + length].decode("ascii"))
+            for label, start, length in zip(section.row_labels, section.row_starts, section.row_lengths, strict=True)
+        )

@@ -1,0 +1,386 @@
+"""The shard-level container: many events, one command path, the reads the API needs.
+
+``ShardInventory.apply(command, now_s)`` is the only way state changes. It routes the command
+to its event, decides, mutates, checks the invariants the command touched, and returns an
+:class:`Outcome`: a typed result plus the change records to persist. Hold expiry goes through the
+same path (``expire_due`` issues :class:`ExpireHold` commands), so the writer sees expiries
+exactly like any other command. Nothing here reads a clock or generates an id.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from uuid import UUID
+
+from actors.inventory import holding, ticketing
+from actors.inventory.changes import SYSTEM_ACTOR, Change, EventStatusChanged, IdempotencyRecorded
+from actors.inventory.commands import (
+    USER_COMMAND_TYPES,
+    BeginCheckout,
+    ChangeEventStatus,
+    CheckIn,
+    Command,
+    ConfirmCheckout,
+    ExpireHold,
+    FailCheckout,
+    HoldBestAvailable,
+    HoldGeneralAdmission,
+    HoldSeats,
+    RefundOrder,
+    ReleaseHold,
+    TransferTicket,
+    UserCommand,
+)
+from actors.inventory.errors import ErrorCode, invariant
+from actors.inventory.event import NOBODY, EventInventory
+from actors.inventory.holds import Hold, HoldStatus
+from actors.inventory.idempotency import IdempotencyCache, Recorded, fingerprint
+from actors.inventory.invariants import check_all
+from actors.inventory.layout import Layout
+from actors.inventory.results import (
+    EventStatusView,
+    HoldView,
+    OrderView,
+    Outcome,
+    Rejection,
+    SeatMapRow,
+    SectionAvailability,
+    TicketView,
+)
+from actors.inventory.sales import EventSettings
+
+_NOT_FOUND = -1
+_H = TypeVar("_H", HoldSeats, HoldGeneralAdmission, HoldBestAvailable)
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryLimits:
+    """Bounds of the core (STYLE §3); the actor fills them from settings."""
+
+    hold_items_max: int = 10
+    idempotency_keys_max: int = 100_000
+    idempotency_retention_s: float = 3_600.0
+    # Ended holds kept in memory so a late DELETE or checkout still gets HOLD_NOT_ACTIVE or
+    # HOLD_EXPIRED rather than HOLD_NOT_FOUND; older ones are answered from Postgres by the shell.
+    closed_holds_max: int = 10_000
+
+
+class ShardInventory:
+    def __init__(self, limits: InventoryLimits | None = None) -> None:
+        self.limits = limits or InventoryLimits()
+        self.events: dict[UUID, EventInventory] = {}
+        self.idempotency = IdempotencyCache(self.limits.idempotency_keys_max, self.limits.idempotency_retention_s)
+        # Hold indexes are keyed by ``hold_id.int``: UUID.__hash__ is Python code (~0.3 µs on the
+        # reference machine) and a hold touches these dicts three times.
+        self._holds: dict[int, Hold] = {}  # live holds (held, payment_pending)
+        self._closed: OrderedDict[int, Hold] = OrderedDict()
+        # (expires_at_s, sequence, hold): the sequence breaks ties so holds are never compared.
+        self._expiry: list[tuple[float, int, Hold]] = []
+        self._sequence = itertools.count()
+        self._handlers: dict[type[Any], Callable[[Any, float], Outcome]] = {
+            HoldSeats: self._hold_seats,
+            HoldGeneralAdmission: self._hold_pool,
+            HoldBestAvailable: self._hold_best,
+            ReleaseHold: self._release,
+            ExpireHold: self._expire,
+            BeginCheckout: self._begin_checkout,
+            ConfirmCheckout: self._confirm_checkout,
+            FailCheckout: self._fail_checkout,
+            RefundOrder: self._refund,
+            TransferTicket: self._transfer,
+            CheckIn: self._check_in,
+            ChangeEventStatus: self._change_status,
+        }
+
+    # --- events --------------------------------------------------------------------------------
+
+    def create_event(self, event_id: UUID, layout: Layout, settings: EventSettings) -> EventInventory:
+        if event_id in self.events:
+            raise ValueError(f"event {event_id} already exists on this shard")
+        event = self.events[event_id] = EventInventory(event_id, layout, settings)
+        return event
+
+    def adopt_event(self, event: EventInventory, live_holds: Iterable[Hold]) -> None:
+        """Recovery: take over an event rebuilt from rows, with its live holds, and check it."""
+        check_all(event)
+        self.events[event.event_id] = event
+        for hold in live_holds:
+            self._track(hold)
+
+    # --- the command path ----------------------------------------------------------------------
+
+    def apply(self, command: Command, now_s: float) -> Outcome:
+        handler = self._handlers[type(command)]
+        if isinstance(command, USER_COMMAND_TYPES) and command.idempotency_key is not None:
+            return self._apply_once(command, command.idempotency_key, handler, now_s)
+        return handler(command, now_s)
+
+    def expire_due(self, now_s: float) -> list[Outcome]:
+        """Expire every held hold with ``expires_at_s <= now_s``: O(k log n) for k due holds."""
+        outcomes = []
+        heap = self._expiry
+        while heap and heap[0][0] <= now_s:
+            expires_at_s, _, hold = heapq.heappop(heap)
+            if hold.status is HoldStatus.HELD and hold.expires_at_s == expires_at_s:
+                outcomes.append(self.apply(ExpireHold(hold.hold_id), now_s))
+        return outcomes
+
+    def _apply_once(
+        self, command: UserCommand, key: str, handler: Callable[[Any, float], Outcome], now_s: float
+    ) -> Outcome:
+        request = fingerprint(command)
+        recorded = self.idempotency.lookup(command.user_id, key, now_s)
+        if recorded is not None:
+            if recorded.fingerprint != request:
+                return Outcome(
+                    Rejection(
+                        ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                        "this idempotency key was used for a different request",
+                    )
+                )
+            return Outcome(recorded.result, (), replayed=True)
+        outcome = handler(command, now_s)
+        result = outcome.result
+        if isinstance(result, Rejection) and result.code is ErrorCode.EVENT_NOT_FOUND:
+            return outcome
+        self.idempotency.record(command.user_id, key, Recorded(request, result, now_s), now_s)
+        return Outcome(result, (*outcome.changes, IdempotencyRecorded(command.user_id, key, request, result, now_s)))
+
+    def _track(self, hold: Hold) -> None:
+        self._holds[hold.hold_id.int] = hold
+        heapq.heappush(self._expiry, (hold.expires_at_s, next(self._sequence), hold))
+
+    def _close(self, hold: Hold) -> None:
+        del self._holds[hold.hold_id.int]
+        self._closed[hold.hold_id.int] = hold
+        if len(self._closed) > self.limits.closed_holds_max:
+            self._closed.popitem(last=False)
+
+    # --- holds ---------------------------------------------------------------------------------
+
+    def _hold_seats(self, command: HoldSeats, now_s: float) -> Outcome:
+        return self._hold(command, holding.hold_seats, now_s)
+
+    def _hold_pool(self, command: HoldGeneralAdmission, now_s: float) -> Outcome:
+        return self._hold(command, holding.hold_pool, now_s)
+
+    def _hold_best(self, command: HoldBestAvailable, now_s: float) -> Outcome:
+        return self._hold(command, holding.hold_best, now_s)
+
+    def _hold(
+        self, command: _H, place: Callable[[EventInventory, _H, float, int], holding.Placed], now_s: float
+    ) -> Outcome:
+        event = self.events.get(command.event_id)
+        if event is None:
+            return Outcome(Rejection(ErrorCode.EVENT_NOT_FOUND, "no such event"))
+        hold_key = command.hold_id.int
+        if hold_key in self._holds or hold_key in self._closed:
+            return Outcome(Rejection(ErrorCode.VALIDATION_ERROR, "hold id already used"))
+        placed = place(event, command, now_s, self.limits.hold_items_max)
+        if isinstance(placed, Rejection):
+            return Outcome(placed)
+        hold, changes = placed
+        self._track(hold)
+        return Outcome(event.hold_view(hold), tuple(changes))
+
+    def _owned_hold(self, hold_id: UUID, user_id: str) -> Hold | Rejection:
+        hold = self._holds.get(hold_id.int) or self._closed.get(hold_id.int)
+        if hold is None or hold.event.find_user(user_id) != hold.user:
+            return Rejection(ErrorCode.HOLD_NOT_FOUND, "no such hold")
+        return hold
+
+    def _end(
+        self, hold: Hold, to_status: HoldStatus, actor: str, now_s: float, rejection: Rejection | None = None
+    ) -> Outcome:
+        changes = holding.end_hold(hold, to_status, actor, now_s)
+        self._close(hold)
+        return Outcome(rejection or hold.event.hold_view(hold), tuple(changes))
+
+    def _release(self, command: ReleaseHold, now_s: float) -> Outcome:
+        hold = self._owned_hold(command.hold_id, command.user_id)
+        if isinstance(hold, Rejection):
+            return Outcome(hold)
+        if hold.status is not HoldStatus.HELD:
+            return Outcome(Rejection(ErrorCode.HOLD_NOT_ACTIVE, f"the hold is {hold.status}"))
+        if hold.expires_at_s <= now_s:  # due, but the expiry tick has not run yet
+            return self._end(
+                hold,
+                HoldStatus.EXPIRED,
+                SYSTEM_ACTOR,
+                now_s,
+                Rejection(ErrorCode.HOLD_NOT_ACTIVE, "the hold has expired"),
+            )
+        return self._end(hold, HoldStatus.RELEASED, command.user_id, now_s)
+
+    def _expire(self, command: ExpireHold, now_s: float) -> Outcome:
+        hold = self._holds.get(command.hold_id.int)
+        if hold is None or hold.status is not HoldStatus.HELD or hold.expires_at_s > now_s:
+            return Outcome(Rejection(ErrorCode.HOLD_NOT_ACTIVE, "nothing to expire"))
+        return self._end(hold, HoldStatus.EXPIRED, SYSTEM_ACTOR, now_s)
+
+    def _begin_checkout(self, command: BeginCheckout, now_s: float) -> Outcome:
+        hold = self._owned_hold(command.hold_id, command.user_id)
+        if isinstance(hold, Rejection):
+            return Outcome(hold)
+        if hold.status is HoldStatus.EXPIRED:
+            return Outcome(Rejection(ErrorCode.HOLD_EXPIRED, "the hold has expired"))
+        if hold.status is not HoldStatus.HELD:
+            return Outcome(Rejection(ErrorCode.HOLD_NOT_ACTIVE, f"the hold is {hold.status}"))
+        if hold.expires_at_s <= now_s:
+            return self._end(
+                hold,
+                HoldStatus.EXPIRED,
+                SYSTEM_ACTOR,
+                now_s,
+                Rejection(ErrorCode.HOLD_EXPIRED, "the hold has expired"),
+            )
+        changes = holding.pin_hold(hold, command.user_id, now_s)
+        return Outcome(hold.event.hold_view(hold), tuple(changes))
+
+    def _pinned_hold(self, hold_id: UUID, user_id: str) -> Hold | Rejection:
+        hold = self._owned_hold(hold_id, user_id)
+        if not isinstance(hold, Rejection) and hold.status is not HoldStatus.PAYMENT_PENDING:
+            return Rejection(ErrorCode.HOLD_NOT_ACTIVE, f"the hold is {hold.status}, not payment_pending")
+        return hold
+
+    def _confirm_checkout(self, command: ConfirmCheckout, now_s: float) -> Outcome:
+        hold = self._pinned_hold(command.hold_id, command.user_id)
+        if isinstance(hold, Rejection):
+            return Outcome(hold)
+        sold = holding.sell_hold(hold, command, now_s)
+        if isinstance(sold, Rejection):
+            return Outcome(sold)
+        self._close(hold)
+        view, changes = sold
+        return Outcome(view, tuple(changes))
+
+    def _fail_checkout(self, command: FailCheckout, now_s: float) -> Outcome:
+        hold = self._pinned_hold(command.hold_id, command.user_id)
+        if isinstance(hold, Rejection):
+            return Outcome(hold)
+        return self._end(hold, HoldStatus.FAILED, command.user_id, now_s)
+
+    # --- orders and tickets ----------------------------------------------------------------------
+
+    def _find_order(self, order_id: UUID) -> tuple[EventInventory, int] | None:
+        key = order_id.bytes
+        for event in self.events.values():
+            order = event.tickets.order_ids.find(key)
+            if order != _NOT_FOUND:
+                return event, order
+        return None
+
+    def _find_ticket(self, ticket_id: UUID) -> tuple[EventInventory, int] | None:
+        """Tickets are found by searching each event's index: a shard owns tens of events, and a
+        shard-wide index would cost ~20 more bytes per ticket."""
+        key = ticket_id.bytes
+        for event in self.events.values():
+            ticket = event.tickets.ids.find(key)
+            if ticket != _NOT_FOUND:
+                return event, ticket
+        return None
+
+    def _refund(self, command: RefundOrder, now_s: float) -> Outcome:
+        found = self._find_order(command.order_id)
+        if found is None or not (
+            command.by_organizer or found[0].find_user(command.user_id) == found[0].tickets.order_buyer[found[1]]
+        ):
+            return Outcome(Rejection(ErrorCode.ORDER_NOT_FOUND, "no such order"))
+        refunded = ticketing.refund_order(*found, command, now_s)
+        return Outcome(refunded) if isinstance(refunded, Rejection) else Outcome(refunded[0], tuple(refunded[1]))
+
+    def _transfer(self, command: TransferTicket, now_s: float) -> Outcome:
+        found = self._find_ticket(command.ticket_id)
+        if found is None or found[0].find_user(command.user_id) != found[0].tickets.owner[found[1]]:
+            return Outcome(Rejection(ErrorCode.TICKET_NOT_FOUND, "no such ticket"))
+        moved = ticketing.transfer_ticket(*found, command, now_s)
+        return Outcome(moved) if isinstance(moved, Rejection) else Outcome(moved[0], tuple(moved[1]))
+
+    def _check_in(self, command: CheckIn, now_s: float) -> Outcome:
+        found = self._find_ticket(command.ticket_id)
+        if found is None:
+            return Outcome(Rejection(ErrorCode.TICKET_NOT_FOUND, "no such ticket"))
+        admitted = ticketing.check_in(*found, command.gate, now_s)
+        return Outcome(admitted) if isinstance(admitted, Rejection) else Outcome(admitted[0], tuple(admitted[1]))
+
+    def _change_status(self, command: ChangeEventStatus, now_s: float) -> Outcome:
+        event = self.events.get(command.event_id)
+        if event is None:
+            return Outcome(Rejection(ErrorCode.EVENT_NOT_FOUND, "no such event"))
+        from_status = event.settings.status
+        event.settings = EventSettings(
+            event.settings.currency,
+            event.settings.hold_seconds,
+            event.settings.per_person_limit,
+            event.settings.sale_windows,
+            command.status,
+        )
+        change: Change = EventStatusChanged(
+            event.event_id, from_status.value, command.status.value, command.actor, now_s
+        )
+        return Outcome(EventStatusView(event.event_id, command.status.value), (change,))
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def availability(self, event_id: UUID) -> tuple[SectionAvailability, ...] | None:
+        event = self.events.get(event_id)
+        return None if event is None else event.availability()
+
+    def seat_map(self, event_id: UUID, section_id: str) -> tuple[SeatMapRow, ...] | None:
+        event = self.events.get(event_id)
+        return None if event is None else event.seat_map(section_id)
+
+    def hold(self, hold_id: UUID, user_id: str | None = None) -> HoldView | None:
+        """A hold's view; with ``user_id``, only if that user owns it (None for the system)."""
+        hold = self._holds.get(hold_id.int) or self._closed.get(hold_id.int)
+        if hold is None or (user_id is not None and hold.event.find_user(user_id) != hold.user):
+            return None
+        return hold.event.hold_view(hold)
+
+    def live_holds(self) -> list[Hold]:
+        return list(self._holds.values())
+
+    def order(self, order_id: UUID, user_id: str | None = None) -> OrderView | None:
+        found = self._find_order(order_id)
+        if found is None:
+            return None
+        event, order = found
+        if user_id is not None and event.find_user(user_id) != event.tickets.order_buyer[order]:
+            return None
+        return event.order_view(order)
+
+    def ticket(self, ticket_id: UUID, user_id: str | None = None) -> TicketView | None:
+        found = self._find_ticket(ticket_id)
+        if found is None:
+            return None
+        event, ticket = found
+        if user_id is not None and event.find_user(user_id) != event.tickets.owner[ticket]:
+            return None
+        return event.ticket_view(ticket)
+
+    def user_tickets(self, event_id: UUID, user_id: str) -> tuple[TicketView, ...]:
+        """The user's tickets for the event that are theirs now (valid, checked in or refunded)."""
+        event = self.events.get(event_id)
+        user = NOBODY if event is None else event.find_user(user_id)
+        if event is None or user == NOBODY:
+            return ()
+        return tuple(
+            event.ticket_view(serial)
+            for serial in event.tickets.owned_by(user)
+            if serial not in event.tickets.successor
+        )
+
+    def check_all(self) -> None:
+        """Recount every event from scratch (recovery, tests)."""
+        for event in self.events.values():
+            check_all(event)
+        live = [hold for event in self.events.values() for hold in event.hold_slots if hold is not None]
+        invariant(
+            len(live) == len(self._holds) and all(self._holds.get(h.hold_id.int) is h for h in live),
+            "the shard's hold index and the events' hold slots differ",
+        )

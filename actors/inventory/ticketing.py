@@ -1,0 +1,163 @@
+"""Deciding on tickets after the sale: refunds, transfers, check-in.
+
+Decisions (docs/inventory.md has the reasoning):
+* A refund covers the whole order and is refused (TICKET_ALREADY_USED) if any of its tickets has
+  been checked in: a used ticket cannot be put back on sale, and a partial refund is an
+  organizer's manual decision, not an API call.
+* A refund follows transfers: the order's tickets are refunded wherever they went.
+* A transfer is refused with LIMIT_EXCEEDED when the recipient would pass the per-person limit;
+  otherwise limits would be bypassed by buying on many accounts and transferring to one.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from actors.inventory.changes import (
+    Change,
+    CheckedIn,
+    OrderStatusChanged,
+    PoolCountersChanged,
+    SeatsReleased,
+    TicketsIssued,
+    TicketStatusChanged,
+)
+from actors.inventory.commands import RefundOrder, TransferTicket
+from actors.inventory.errors import ErrorCode
+from actors.inventory.event import NOBODY, EventInventory
+from actors.inventory.invariants import check_tickets
+from actors.inventory.results import OrderView, Rejection, TicketView, TransferView
+from actors.inventory.tickets import (
+    CHECKED_IN,
+    ORDER_REFUNDED,
+    REFUNDED,
+    TRANSFERRED,
+    VALID,
+    OrderStatus,
+    TicketStatus,
+)
+
+
+def _used(event: EventInventory, ticket: int) -> Rejection:
+    book = event.tickets
+    return Rejection(
+        ErrorCode.TICKET_ALREADY_USED,
+        "the ticket has been checked in",
+        first_checked_in_at_s=book.checked_in_at_s[ticket],
+        gate=book.gate_names[book.gate[ticket]],
+    )
+
+
+def refund_order(
+    event: EventInventory, order: int, command: RefundOrder, now_s: float
+) -> tuple[OrderView, list[Change]] | Rejection:
+    book = event.tickets
+    if book.order_status[order] == ORDER_REFUNDED:
+        return Rejection(ErrorCode.ORDER_ALREADY_REFUNDED, "the order is already refunded")
+    tickets = book.current_tickets(order)
+    for ticket in tickets:
+        if book.status[ticket] == CHECKED_IN:
+            return _used(event, ticket)
+    refunded = [ticket for ticket in tickets if book.status[ticket] == VALID]
+    changes: list[Change] = []
+    for ticket in refunded:
+        event.unsell(ticket)
+        book.status[ticket] = REFUNDED
+        changes.append(
+            TicketStatusChanged(
+                event.event_id,
+                UUID(bytes=book.ids.key(ticket)),
+                TicketStatus.VALID.value,
+                TicketStatus.REFUNDED.value,
+                command.user_id,
+                now_s,
+            )
+        )
+    book.order_status[order] = ORDER_REFUNDED
+    check_tickets(event, refunded)
+    seat_nos = tuple(sorted(book.seat[ticket] for ticket in refunded if book.seat[ticket] >= 0))
+    if seat_nos:
+        changes.append(SeatsReleased(event.event_id, seat_nos))
+    for index in sorted({-1 - book.seat[ticket] for ticket in refunded if book.seat[ticket] < 0}):
+        pool = event.layout.sections[index]
+        changes.append(PoolCountersChanged(event.event_id, pool.section_id, event.held[index], event.sold[index]))
+    view = event.order_view(order)
+    changes.append(
+        OrderStatusChanged(
+            event.event_id,
+            view.order_id,
+            OrderStatus.CONFIRMED.value,
+            OrderStatus.REFUNDED.value,
+            command.user_id,
+            now_s,
+        )
+    )
+    return view, changes
+
+
+def transfer_ticket(
+    event: EventInventory, ticket: int, command: TransferTicket, now_s: float
+) -> tuple[TransferView, list[Change]] | Rejection:
+    book = event.tickets
+    status = book.status[ticket]
+    if status == CHECKED_IN:
+        return _used(event, ticket)
+    if status != VALID:
+        return Rejection(ErrorCode.TICKET_VOID, "the ticket was refunded or transferred")
+    if command.to_user_id == command.user_id or not command.to_user_id:
+        return Rejection(ErrorCode.VALIDATION_ERROR, "transfer to another user")
+    if book.ids.find(command.new_ticket_id.bytes) != -1:
+        return Rejection(ErrorCode.VALIDATION_ERROR, "new ticket id already used")
+    limit = event.settings.per_person_limit
+    recipient = event.find_user(command.to_user_id)
+    if limit is not None and event.units_of(recipient) + 1 > limit:
+        return Rejection(ErrorCode.LIMIT_EXCEEDED, "the recipient would pass the per-person limit")
+    if recipient == NOBODY:
+        recipient = event.intern_user(command.to_user_id)
+    seat_ref = book.seat[ticket]
+    book.status[ticket] = TRANSFERRED
+    event.user_units[book.owner[ticket]] -= 1
+    new_ticket = book.add_ticket(command.new_ticket_id.bytes, seat_ref, recipient, book.order[ticket])
+    event.user_units[recipient] += 1
+    book.successor[ticket] = new_ticket
+    if seat_ref >= 0:
+        event.seat_ref[seat_ref] = new_ticket
+    check_tickets(event, (ticket, new_ticket))
+    old_view, new_view = event.ticket_view(ticket), event.ticket_view(new_ticket)
+    changes: list[Change] = [
+        TicketStatusChanged(
+            event.event_id,
+            old_view.ticket_id,
+            TicketStatus.VALID.value,
+            TicketStatus.TRANSFERRED.value,
+            command.user_id,
+            now_s,
+        ),
+        TicketsIssued(
+            event.event_id,
+            new_view.order_id,
+            command.to_user_id,
+            (new_view.ticket_id,),
+            (None if seat_ref < 0 else seat_ref,),
+            (new_view.section_id,),
+            now_s,
+            old_view.ticket_id,
+        ),
+    ]
+    return TransferView(old_view, new_view), changes
+
+
+def check_in(
+    event: EventInventory, ticket: int, gate: str, now_s: float
+) -> tuple[TicketView, list[Change]] | Rejection:
+    book = event.tickets
+    status = book.status[ticket]
+    if status == CHECKED_IN:
+        return _used(event, ticket)
+    if status != VALID:
+        return Rejection(ErrorCode.TICKET_VOID, "the ticket was refunded or transferred")
+    book.check_in(ticket, gate, now_s)
+    check_tickets(event, (ticket,))
+    view = event.ticket_view(ticket)
+    changes: list[Change] = [CheckedIn(event.event_id, view.ticket_id, gate, now_s)]
+    return view, changes

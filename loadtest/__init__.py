@@ -1,0 +1,1 @@
+"""Load tests, benchmarks and the baselines they compare against."""
