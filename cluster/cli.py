@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("migrate", cmd_migrate, "apply the SQL migrations to every shard database")
     add("status", cmd_status, "shards, actors, databases and Redis of a deployment")
+    from cluster.verify import add_verify_parser
+
+    add_verify_parser(commands)
     return parser
 
 
