@@ -1,16 +1,47 @@
 """The `EventShard` Ray actor: the single owner of every event whose slot maps to its shard.
 
-The actor wraps the pure inventory core (`actors.inventory`) with I/O: it takes the shard lease,
-loads its events from Postgres, applies command batches and group-commits their changes. This
-module holds the Ray-facing shell; the options it is created with live in `cluster.raycluster`.
+It wraps the pure inventory core with I/O (DESIGN §5): on start it takes the shard lease and
+rebuilds memory from Postgres; ``apply`` applies a batch of commands synchronously (no await
+between check and mutation) and answers only after the group committer has committed their
+changes; ``read`` answers from memory; a timer expires holds through the same command path.
+
+Failure handling is fail-stop. A failed or unknown commit fails every uncommitted reply with
+`Unavailable` and the actor rebuilds from Postgres before serving again (taking a new epoch
+first, which waits out any in-doubt transaction of the old one). A commit refused by the lease
+(`Fenced`) means another actor owns the shard: this one stops for good. A broken invariant is a
+bug: the process exits and Ray restarts it, and recovery rebuilds from Postgres.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
+
+from actors.committer import CommitFailed, GroupCommitter
+from actors.event_admin import create_event, update_event
+from actors.inventory import InvariantViolation, InventoryLimits, ShardInventory
+from actors.inventory.changes import IdempotencyRecorded
+from actors.inventory.commands import USER_COMMAND_TYPES
+from actors.inventory.results import Outcome, Rejection
+from actors.metrics import ShardMetrics
+from actors.protocol import CreateEvent, QueueGate, QueueRequired, Unavailable, UpdateEvent
+from actors.reads import answer_query
+from actors.recording import record_outcomes
+from actors.restore import restore_shard
+
+log = logging.getLogger(__name__)
+
+# Commit batches queued behind the one in flight; bounded by the actor's max_concurrency anyway.
+COMMIT_QUEUE_BATCHES_MAX = 1024
+DB_POOL_SIZE_MIN = 2
+START_ATTEMPTS_MAX = 30
+START_RETRY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,23 +52,278 @@ class ShardConfig:
     slots: tuple[int, ...]
     dsn: str
     bounds: dict[str, Any] = field(default_factory=dict)
+    # Test-only switches for negative controls (STYLE §10); production never sets them.
+    fencing: bool = True
+    idempotency: bool = True
 
 
 class EventShard:
-    """Ray actor class (decorated with ``ray.remote`` by the bootstrap, not here, so the class stays
-    importable and testable without a Ray runtime)."""
+    """Ray actor class (made remote by `cluster.raycluster`, so it stays importable without Ray)."""
 
     def __init__(self, config: ShardConfig) -> None:
         self.config = config
+        self.bounds = config.bounds
         self.started_at = time.time()
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+        self.metrics = ShardMetrics(config.shard_id)
+        self.inventory = ShardInventory(self._limits())
+        self.documents: dict[UUID, dict[str, Any]] = {}
+        self.epoch = 0
+        self.pool: Any = None
+        self.committer: GroupCommitter | None = None
+        self.idempotency_complete = True
+        self._uncommitted_keys: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._start_task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Event | None = None
+        self._timer: asyncio.Task[None] | None = None
+
+    def _limits(self) -> InventoryLimits:
+        bounds = self.bounds
+        return InventoryLimits(
+            hold_items_max=max(bounds.get("hold_seats_max", 10), bounds.get("hold_quantity_max", 10)),
+            idempotency_keys_max=bounds.get("idempotency_keys_max", 200_000),
+            idempotency_retention_s=bounds.get("idempotency_retention_s", 86_400),
+        )
+
+    # --- start, recovery, rebuild -----------------------------------------------------------------
+
+    async def _started(self) -> None:
+        if self._start_task is None:
+            self._ready = asyncio.Event()
+            self._start_task = asyncio.get_running_loop().create_task(self._start())
+        await asyncio.shield(self._start_task)
+        assert self._ready is not None
+        await self._ready.wait()
+
+    async def _start(self) -> None:
+        import asyncpg
+
+        from shards.events import configure_json
+
+        for attempt in range(START_ATTEMPTS_MAX):
+            try:
+                self.pool = await asyncpg.create_pool(
+                    self.config.dsn, min_size=DB_POOL_SIZE_MIN, max_size=self.bounds.get("db_pool_size_max", 8),
+                    init=configure_json, command_timeout=self.bounds.get("db_call_timeout_s", 3.0),
+                    timeout=self.bounds.get("db_call_timeout_s", 3.0))
+                await self._recover()
+                break
+            except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+                log.warning("shard %s start attempt %d failed: %s", self.config.shard_id, attempt + 1, error)
+                if self.pool is not None:
+                    self.pool.terminate()
+                    self.pool = None
+                await asyncio.sleep(START_RETRY_S)
+        else:
+            raise RuntimeError(f"shard {self.config.shard_id} could not reach Postgres")
+        self.committer = GroupCommitter(
+            self._commit, queue_batches_max=COMMIT_QUEUE_BATCHES_MAX,
+            batch_commands_max=self.bounds.get("commit_batch_commands_max", 2048),
+            batch_wait_ms_max=self.bounds.get("commit_wait_ms_max", 0.0),
+            on_failure=self._on_commit_failure, on_commit=self._on_commit)
+        self.committer.start()
+        self._timer = asyncio.get_running_loop().create_task(self._expire_loop())
+        assert self._ready is not None
+        self._ready.set()
+
+    async def _recover(self) -> None:
+        started = time.perf_counter()
+        restored = await restore_shard(self.pool, self.config, self._limits(), self.holder)
+        self.inventory, self.documents = restored.inventory, restored.documents
+        self.epoch, self.idempotency_complete = restored.epoch, restored.idempotency_complete
+        elapsed = time.perf_counter() - started
+        self.metrics.recovery_seconds.set(elapsed)
+        self.metrics.recoveries.inc()
+        self.metrics.epoch.set(self.epoch)
+        self.metrics.events.set(len(self.documents))
+        self.metrics.active_holds.set(len(self.inventory.live_holds()))
+        log.info("shard %s recovered %d events at epoch %d in %.3f s", self.config.shard_id,
+                 len(self.documents), self.epoch, elapsed)
+
+    def _on_commit_failure(self, error: BaseException) -> None:
+        from shards.writer import Fenced
+
+        reason = "fenced" if isinstance(error, Fenced) else type(error).__name__
+        self.metrics.commit_failures.labels(self.metrics.shard, reason).inc()
+        assert self._ready is not None
+        self._ready.clear()
+        if isinstance(error, Fenced):
+            log.error("shard %s fenced out (%s): stopping this actor for good", self.config.shard_id, error)
+            asyncio.get_running_loop().call_soon(self._exit)
+            return
+        asyncio.get_running_loop().create_task(self._rebuild())
+
+    def _exit(self) -> None:
+        import ray
+
+        ray.actor.exit_actor()  # an intentional exit: Ray does not restart a fenced actor
+
+    async def _rebuild(self) -> None:
+        """Fail-stop: forget memory, take a new epoch (waits out in-doubt commits), reload."""
+        while True:
+            try:
+                await self._recover()
+                break
+            except Exception as error:
+                log.warning("shard %s rebuild failed, retrying: %s", self.config.shard_id, error)
+                await asyncio.sleep(START_RETRY_S)
+        assert self.committer is not None and self._ready is not None
+        self.committer.reset()
+        self._ready.set()
+
+    # --- the command path ---------------------------------------------------------------------------
+
+    async def apply(self, requests: list[Any]) -> list[Any]:
+        await self._started()
+        if not self.idempotency_complete:
+            await self._fetch_evicted_keys(requests)
+        started = time.perf_counter()
+        now_s = time.time()
+        outcomes = [self._apply_one(request, now_s) for request in requests]
+        self.metrics.apply_seconds.observe(time.perf_counter() - started)
+        self.metrics.apply_batch_size.observe(len(requests))
+        return await self._commit_and_reply(requests, outcomes)
+
+    def _apply_one(self, request: Any, now_s: float) -> Outcome:
+        try:
+            if isinstance(request, CreateEvent):
+                return create_event(self, request, now_s)
+            if isinstance(request, UpdateEvent):
+                return update_event(self, request, now_s)
+            if isinstance(request, QueueGate):
+                document = self.documents.get(request.command.event_id)
+                if document is not None and document["queue"].get("enabled") and not request.admitted:
+                    return Outcome(QueueRequired(request.command.event_id))
+                request = request.command
+            if not self.config.idempotency and isinstance(request, USER_COMMAND_TYPES):
+                request = _without_key(request)
+            return self.inventory.apply(request, now_s)
+        except InvariantViolation:
+            log.critical("invariant broken in shard %s: exiting so Ray restarts and recovery rebuilds",
+                         self.config.shard_id, exc_info=True)
+            os._exit(70)
+
+    async def _commit_and_reply(self, requests: list[Any], outcomes: list[Outcome]) -> list[Any]:
+        changes = [change for outcome in outcomes for change in outcome.changes]
+        waits: list[asyncio.Future[None]] = []
+        if changes:
+            assert self.committer is not None
+            future = self.committer.submit(changes, sum(1 for outcome in outcomes if outcome.changes))
+            waits.append(future)
+            for change in changes:
+                if type(change) is IdempotencyRecorded:
+                    self._uncommitted_keys[(change.user_id, change.key)] = future
+        waits.extend(self._pending_originals(requests, outcomes))
+        try:
+            for wait in waits:
+                await asyncio.shield(wait)
+        except CommitFailed as error:
+            return [Unavailable(str(error)) for _ in outcomes]
+        finally:
+            self._forget_committed(changes)
+        record_outcomes(self.metrics, requests, outcomes)
+        self.metrics.active_holds.set(len(self.inventory.live_holds()))
+        return [outcome.result for outcome in outcomes]
+
+    def _pending_originals(self, requests: list[Any], outcomes: list[Outcome]) -> list[asyncio.Future[None]]:
+        """A replayed result must not be sent before the original's commit: wait for it too."""
+        pending = []
+        for request, outcome in zip(requests, outcomes, strict=True):
+            if outcome.replayed:
+                command = request.command if isinstance(request, QueueGate) else request
+                future = self._uncommitted_keys.get((command.user_id, command.idempotency_key))
+                if future is not None:
+                    pending.append(future)
+        return pending
+
+    def _forget_committed(self, changes: list[Any]) -> None:
+        for change in changes:
+            if type(change) is IdempotencyRecorded:
+                future = self._uncommitted_keys.get((change.user_id, change.key))
+                if future is not None and future.done():
+                    del self._uncommitted_keys[(change.user_id, change.key)]
+
+    async def _fetch_evicted_keys(self, requests: list[Any]) -> None:
+        """The hot cache dropped keys that Postgres still keeps (≥ 24 h): look misses up there."""
+        from actors.restore import load_keys
+
+        await load_keys(self, requests)
+
+    async def _commit(self, changes: list[Any]) -> None:
+        from shards.writer import check_lease, execute_plan, plan_batch
+
+        plan = plan_batch(changes)
+        async with self.pool.acquire() as connection, connection.transaction():
+            if self.config.fencing:
+                await check_lease(connection, self.config.shard_id, self.epoch)
+            await execute_plan(connection, plan, _codec())
+
+    def _on_commit(self, calls: int, commands: int, elapsed_s: float) -> None:
+        self.metrics.commits.inc()
+        self.metrics.commit_seconds.observe(elapsed_s)
+        self.metrics.commit_commands.observe(commands)
+        self.metrics.commit_calls.observe(calls)
+
+    async def _expire_loop(self) -> None:
+        tick_s = self.bounds.get("hold_expiry_tick_ms", 200) / 1000
+        while True:
+            await asyncio.sleep(tick_s)
+            assert self._ready is not None and self.committer is not None
+            if not self._ready.is_set():
+                continue
+            outcomes = self.inventory.expire_due(time.time())
+            if not outcomes:
+                continue
+            changes = [change for outcome in outcomes for change in outcome.changes]
+            try:
+                await self.committer.submit(changes, len(outcomes))
+            except CommitFailed:
+                continue  # the actor rebuilds; the holds are still due and expire after it
+            self.metrics.holds.labels(self.metrics.shard, "expired").inc(len(outcomes))
+            self.metrics.active_holds.set(len(self.inventory.live_holds()))
+
+    # --- reads ----------------------------------------------------------------------------------------
+
+    async def read(self, queries: list[Any]) -> list[Any]:
+        await self._started()
+        return [await answer_query(self, query) for query in queries]
+
+    async def start(self) -> dict[str, Any]:
+        """Recover (if not yet done) and report health once ready."""
+        await self._started()
+        return await self.health()
 
     async def health(self) -> dict[str, Any]:
-        return {
-            "shard_id": self.config.shard_id,
-            "slots": len(self.config.slots),
-            "pid": os.getpid(),
-            "started_at": self.started_at,
-        }
+        if self._start_task is None:  # a probe wakes a restarted actor up: recovery starts now
+            self._ready = asyncio.Event()
+            self._start_task = asyncio.get_running_loop().create_task(self._start())
+        return {"shard_id": self.config.shard_id, "slots": len(self.config.slots), "pid": os.getpid(),
+                "started_at": self.started_at, "epoch": self.epoch,
+                "ready": bool(self._ready and self._ready.is_set()), "events": len(self.documents)}
 
     async def slots(self) -> list[int]:
         return list(self.config.slots)
+
+    async def metrics_text(self) -> bytes:
+        return self.metrics.text()
+
+
+def _without_key(command: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(command, idempotency_key=None)
+
+
+_CODEC: Any = None
+
+
+def _codec() -> Any:
+    global _CODEC
+    if _CODEC is None:
+        from actors.restore import result_codec
+
+        _CODEC = result_codec()
+    return _CODEC
+
+
+__all__ = ["EventShard", "Rejection", "ShardConfig"]

@@ -123,7 +123,7 @@ def ensure_shard_actors(settings: Settings, dsns: list[str]) -> dict[int, Any]:
             num_cpus=0,
         ).remote(config)
     for shard_id, handle in handles.items():
-        health = ray.get(handle.health.remote(), timeout=settings.startup_timeout_s)
+        health = ray.get(handle.start.remote(), timeout=settings.startup_timeout_s)
         log.info("shard actor %s ready: %s", actor_name(shard_id), health)
     return handles
 

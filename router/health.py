@@ -28,6 +28,46 @@ async def metrics() -> Response:
     return Response(body, media_type=content_type)
 
 
+@router.get("/metrics/actors", summary="Prometheus metrics of every shard actor", include_in_schema=False)
+async def actor_metrics(request: Request) -> Response:
+    """Each actor's own registry, gathered through Ray (shards that do not answer are skipped and
+    show up as `ticketing_component_up{component="shard-k"} 0` on /metrics after the next probe)."""
+    runtime: Runtime = request.app.state.runtime
+    timeout_s = runtime.settings.probe_timeout_s
+
+    async def one(shard_id: int) -> bytes:
+        try:
+            handle = await asyncio.to_thread(runtime.actor, shard_id)
+            return bytes(await asyncio.wait_for(handle.metrics_text.remote(), timeout_s))
+        except Exception:
+            runtime.forget_actor(shard_id)
+            return b""
+
+    texts = await asyncio.gather(*(one(shard_id) for shard_id in range(runtime.settings.shard_count)))
+    return Response(_merge_expositions(texts), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _merge_expositions(texts: list[bytes]) -> bytes:
+    """Concatenate expositions so each metric family's HELP/TYPE appears once, before its samples."""
+    families: dict[str, list[str]] = {}
+    headers: dict[str, list[str]] = {}
+    for text in texts:
+        current = ""
+        for line in text.decode().splitlines():
+            if line.startswith("# "):
+                current = line.split(" ", 3)[2]
+                headers.setdefault(current, [])
+                if line not in headers[current]:
+                    headers[current].append(line)
+            elif line:
+                families.setdefault(current, []).append(line)
+    lines = []
+    for name, header in headers.items():
+        lines.extend(header)
+        lines.extend(families.get(name, []))
+    return ("\n".join(lines) + "\n").encode()
+
+
 @router.get("/readyz", summary="Every dependency answers",
             responses={503: {"description": "Some component does not answer; the body names it"}})
 async def readyz(request: Request) -> Response:
@@ -64,7 +104,10 @@ def _actor_probe(runtime: Runtime, shard_id: int) -> Callable[[], Awaitable[Any]
     async def probe() -> Any:
         try:
             handle = await asyncio.to_thread(runtime.actor, shard_id)
-            return await handle.health.remote()
+            health = await handle.health.remote()
+            if not health.get("ready"):
+                raise RuntimeError("recovering")
+            return health
         except Exception:
             runtime.forget_actor(shard_id)  # re-resolve by name next time (the actor may be new)
             raise

@@ -30,3 +30,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
 def http(cluster: RunningCluster) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=cluster.base_url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def ray_driver(cluster: RunningCluster) -> Iterator[None]:
+    """This test process joined to the cluster's Ray as a driver (for actor-level tests)."""
+    from cluster.raycluster import prepare_local_ray_environment
+
+    prepare_local_ray_environment()
+    import ray
+
+    from tests.actor_support import TEST_NAMESPACE
+
+    ray.init(address=str(cluster.state()["ray_address"]), namespace=TEST_NAMESPACE, logging_level="ERROR",
+             log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -1,0 +1,117 @@
+"""What the router sends a shard actor and what comes back, besides the core's own commands.
+
+Mutations go through ``EventShard.apply`` (answered after their group commit): the core's
+commands (`actors.inventory.commands`) plus the shell-level `CreateEvent` and `UpdateEvent`.
+Reads go through ``EventShard.read`` (answered from memory, or from Postgres for history that
+memory no longer keeps). Replies are the core's typed results, `Unavailable` when the shard could
+not commit, or None for "not found". All are plain picklable values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+from uuid import UUID
+
+
+@dataclass(frozen=True, slots=True)
+class CreateEvent:
+    """Create an event from its validated API document (times as RFC 3339 strings)."""
+
+    event_id: UUID
+    organizer_id: str
+    document: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateEvent:
+    """PATCH: change status, queue settings or sale windows (None leaves a field as it is)."""
+
+    event_id: UUID
+    actor: str
+    status: str | None = None
+    queue: dict[str, Any] | None = None
+    sale_windows: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GetEvent:
+    event_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class GetAvailability:
+    event_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class GetSeatMap:
+    event_id: UUID
+    section_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GetHold:
+    hold_id: UUID
+    user_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GetOrder:
+    order_id: UUID
+    user_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GetTicket:
+    ticket_id: UUID
+    user_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GetUserTickets:
+    user_id: str
+    event_id: UUID | None = None
+
+
+Query = GetEvent | GetAvailability | GetSeatMap | GetHold | GetOrder | GetTicket | GetUserTickets
+
+
+class Unavailable(NamedTuple):
+    """The shard could not commit (or is rebuilding): nothing of this request was acknowledged."""
+
+    reason: str
+
+
+class EventDocument(NamedTuple):
+    """An event as the API shows it."""
+
+    document: dict[str, Any]
+
+
+class SeatMapView(NamedTuple):
+    sections: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]  # (section_id, ((row label, seats), ...))
+
+
+class AvailabilityView(NamedTuple):
+    event_id: UUID
+    currency: str
+    sections: tuple[Any, ...]  # actors.inventory.results.SectionAvailability
+
+
+@dataclass(frozen=True, slots=True)
+class QueueGate:
+    """A hold command with the router's verdict on the buyer's queue token.
+
+    The actor knows whether the event is in queue mode; the router knows whether the buyer holds
+    a valid admission token for it. A hold on a queue-mode event without one is refused.
+    """
+
+    command: Any
+    admitted: bool
+
+
+class QueueRequired(NamedTuple):
+    """The event is in queue mode and the buyer brought no valid admission token (403)."""
+
+    event_id: UUID
