@@ -8,12 +8,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cluster.settings import Settings
-from router.auth import AnyRole, TokenVerifier
+from router.auth import TokenVerifier
 from router.edge import EdgeMiddleware
 from router.errors import install_error_handlers
+from router.events_api import router as events_router
 from router.health import router as health_router
+from router.holds_api import router as holds_router
 from router.jsonbody import JSONBody
+from router.queue_tokens import QueueTokens
 from router.runtime import Runtime
+from router.shard_client import ShardClient
 
 API_VERSION = "1.0.0"
 
@@ -28,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await shard_client.close()
             await runtime.close()
 
     app = FastAPI(
@@ -39,14 +44,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.runtime = runtime
-    app.state.token_verifier = TokenVerifier(settings)
+    app.state.token_verifier = verifier = TokenVerifier(settings)
+    app.state.queue_tokens = QueueTokens(verifier.key if isinstance(verifier.key, str) else settings.jwt_secret)
+    app.state.shard_client = shard_client = ShardClient(runtime, settings)
     install_error_handlers(app)
     app.include_router(health_router)
 
-    @app.get("/v1/me", tags=["auth"], summary="Who the bearer token says you are")
-    async def me(principal: AnyRole) -> JSONBody:
-        return JSONBody({"sub": principal.user_id, "role": principal.role})
-
+    app.include_router(events_router)
+    app.include_router(holds_router)
     app.add_middleware(
         EdgeMiddleware,
         body_bytes_max=settings.body_bytes_max,

@@ -1,0 +1,76 @@
+"""Per-request helpers shared by the route modules: settings, the shard client, bodies, keys."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+from uuid import UUID
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from cluster.settings import Settings
+from router.errors import ApiError
+from router.shard_client import Overloaded, ShardClient, ShardUnavailable
+from router.views import unavailable_error
+from shards.slots import slot_of_id
+
+IDEMPOTENCY_KEY_CHARS_MAX = 255
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def client_of(request: Request) -> ShardClient:
+    client: ShardClient = request.app.state.shard_client
+    return client
+
+
+async def parse_body(request: Request, model: type[Model]) -> Model:
+    """Validate the raw JSON body (pydantic's JSON parser: strict, fast, no intermediate dict)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type and not content_type.startswith("application/json"):
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "send application/json")
+    raw = await request.body()
+    try:
+        return model.model_validate_json(raw or b"null")
+    except ValidationError as error:
+        errors = [{"loc": [str(part) for part in item["loc"]], "msg": item["msg"], "type": item["type"]}
+                  for item in error.errors(include_url=False, include_input=False)]
+        detail = "; ".join(f"{'.'.join(item['loc']) or 'body'}: {item['msg']}" for item in errors[:5])
+        raise ApiError(422, "VALIDATION_ERROR", detail, errors=errors) from None
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_CHARS_MAX or not key.isprintable():
+        raise ApiError(422, "VALIDATION_ERROR",
+                       f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_CHARS_MAX} printable characters")
+    return key
+
+
+def shard_of_entity(client: ShardClient, entity_id: UUID, code: str) -> int:
+    """The shard of a hold/order/ticket id (its slot is inside it); 404 for ids that are not ours."""
+    slot = slot_of_id(entity_id)
+    if slot is None:
+        raise ApiError(404, code, "not found")
+    return client.shard_map.shard_of_slot[slot]
+
+
+async def call_shard(request: Request, shard_id: int, message: Any, *, read: bool = False,
+                     retryable: bool = False) -> Any:
+    """Send one message through the shard client, turning transport failures into 503 problems."""
+    client = client_of(request)
+    retry_after_s = settings_of(request).retry_after_s
+    try:
+        if read:
+            return await client.read(shard_id, message)
+        return await client.apply(shard_id, message, retryable=retryable)
+    except Overloaded as error:
+        raise unavailable_error(f"overloaded: {error}", retry_after_s) from None
+    except ShardUnavailable as error:
+        raise unavailable_error(str(error), retry_after_s) from None

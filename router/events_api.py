@@ -1,0 +1,109 @@
+"""Events, availability and the seat map (API.md "Events", "Availability and seat map")."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request
+
+from actors.protocol import (
+    AvailabilityView,
+    CreateEvent,
+    EventDocument,
+    GetAvailability,
+    GetEvent,
+    GetSeatMap,
+    SeatMapView,
+    UpdateEvent,
+)
+from router.auth import AnyRole, Organizer
+from router.deps import call_shard, client_of, parse_body, settings_of
+from router.errors import ApiError
+from router.jsonbody import JSONBody
+from router.schemas import EventCreate, EventPatch
+from router.views import availability_body, expect, seat_map_body
+
+router = APIRouter(tags=["events"])
+
+PROBLEM = {"model": dict, "content": {"application/problem+json": {}}}
+
+
+def _event_body(document: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in document.items() if key != "organizer_id"}
+
+
+async def _event(request: Request, event_id: UUID) -> dict[str, Any]:
+    shard_id = client_of(request).shard_map.shard_of(event_id)
+    reply = await call_shard(request, shard_id, GetEvent(event_id), read=True)
+    view = expect(reply, EventDocument, "EVENT_NOT_FOUND", settings_of(request).retry_after_s)
+    return dict(view.document)
+
+
+@router.post("/v1/events", status_code=201, summary="Create an event (organizer, admin)",
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": EventCreate.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
+             responses={401: PROBLEM, 403: PROBLEM, 422: PROBLEM, 503: PROBLEM})
+async def create_event(request: Request, principal: Organizer) -> JSONBody:
+    body = await parse_body(request, EventCreate)
+    settings = settings_of(request)
+    if not settings.min_hold_seconds <= body.hold_seconds <= settings.max_hold_seconds:
+        raise ApiError(422, "VALIDATION_ERROR",
+                       f"hold_seconds must be in [{settings.min_hold_seconds}, {settings.max_hold_seconds}]")
+    seats = sum(row.seats for section in body.sections if section.kind == "seated" for row in section.rows)
+    if seats > settings.event_seats_max:
+        raise ApiError(422, "VALIDATION_ERROR", f"{seats} seats exceed the maximum of {settings.event_seats_max}")
+    event_id = uuid.uuid4()
+    shard_id = client_of(request).shard_map.shard_of(event_id)
+    command = CreateEvent(event_id, principal.user_id, body.model_dump(mode="json"))
+    reply = await call_shard(request, shard_id, command)
+    document = expect(reply, EventDocument, "EVENT_NOT_FOUND", settings.retry_after_s).document
+    return JSONBody(_event_body(document), status_code=201)
+
+
+@router.get("/v1/events/{event_id}", summary="One event", responses={404: PROBLEM, 422: PROBLEM})
+async def get_event(request: Request, event_id: UUID) -> JSONBody:
+    return JSONBody(_event_body(await _event(request, event_id)))
+
+
+@router.patch("/v1/events/{event_id}", summary="Change status, queue settings or sale windows (organizer)",
+              responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 422: PROBLEM})
+async def patch_event(request: Request, event_id: UUID, principal: Organizer) -> JSONBody:
+    body = await parse_body(request, EventPatch)
+    document = await _event(request, event_id)
+    if principal.role != "admin" and document.get("organizer_id") != principal.user_id:
+        raise ApiError(403, "FORBIDDEN", "only the event's organizer may change it")
+    patch = body.model_dump(mode="json", exclude_none=True)
+    command = UpdateEvent(event_id, principal.user_id, patch.get("status"), patch.get("queue"),
+                          patch.get("sale_windows"))
+    shard_id = client_of(request).shard_map.shard_of(event_id)
+    reply = await call_shard(request, shard_id, command)
+    updated = expect(reply, EventDocument, "EVENT_NOT_FOUND", settings_of(request).retry_after_s).document
+    return JSONBody(_event_body(updated))
+
+
+@router.get("/v1/events/{event_id}/availability", summary="What is left, per section (public)",
+            responses={404: PROBLEM})
+async def availability(request: Request, event_id: UUID) -> JSONBody:
+    shard_id = client_of(request).shard_map.shard_of(event_id)
+    reply = await call_shard(request, shard_id, GetAvailability(event_id), read=True)
+    view = expect(reply, AvailabilityView, "EVENT_NOT_FOUND", settings_of(request).retry_after_s)
+    return JSONBody(availability_body(view))
+
+
+@router.get("/v1/events/{event_id}/seats", summary="Seat map: one string per row (public)",
+            responses={404: PROBLEM, 422: PROBLEM})
+async def seats(request: Request, event_id: UUID,
+                section: str | None = Query(None, min_length=1, max_length=32)) -> JSONBody:
+    shard_id = client_of(request).shard_map.shard_of(event_id)
+    reply = await call_shard(request, shard_id, GetSeatMap(event_id, section), read=True)
+    view = expect(reply, SeatMapView, "EVENT_NOT_FOUND", settings_of(request).retry_after_s)
+    if section is not None and not view.sections:
+        raise ApiError(422, "VALIDATION_ERROR", f"event has no seated section {section!r}")
+    return JSONBody(seat_map_body(view))
+
+
+@router.get("/v1/me", tags=["auth"], summary="Who the bearer token says you are")
+async def me(principal: AnyRole) -> JSONBody:
+    return JSONBody({"sub": principal.user_id, "role": principal.role})

@@ -1,0 +1,73 @@
+"""Holds (API.md "Holds"): create, read, release."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter, Request
+
+from actors.inventory.commands import HoldBestAvailable, HoldGeneralAdmission, HoldSeats, ReleaseHold
+from actors.inventory.results import HoldView
+from actors.protocol import GetHold, QueueGate
+from router.auth import Buyer
+from router.deps import call_shard, client_of, idempotency_key, parse_body, settings_of, shard_of_entity
+from router.errors import ApiError
+from router.jsonbody import JSONBody
+from router.schemas import HoldCreate
+from router.views import expect, hold_body
+from shards.slots import new_id, slot_of
+
+router = APIRouter(tags=["holds"])
+
+PROBLEM = {"content": {"application/problem+json": {}}}
+QUEUE_TOKEN_HEADER = "x-queue-token"
+
+
+def _command(body: HoldCreate, user_id: str, key: str | None) -> HoldSeats | HoldGeneralAdmission | HoldBestAvailable:
+    hold_id = new_id(slot_of(body.event_id))
+    if body.seats is not None:
+        return HoldSeats(body.event_id, user_id, hold_id, tuple(body.seats), body.presale_code, key)
+    assert body.section is not None and body.quantity is not None
+    if body.best_available:
+        return HoldBestAvailable(body.event_id, user_id, hold_id, body.section, body.quantity, body.adjacent,
+                                 body.presale_code, key)
+    return HoldGeneralAdmission(body.event_id, user_id, hold_id, body.section, body.quantity, body.presale_code, key)
+
+
+@router.post("/v1/holds", status_code=201, summary="Hold seats or GA tickets for a few minutes (buyer)",
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": HoldCreate.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
+             responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM, 503: PROBLEM})
+async def create_hold(request: Request, principal: Buyer) -> JSONBody:
+    key = idempotency_key(request)
+    body = await parse_body(request, HoldCreate)
+    settings = settings_of(request)
+    if body.seats is not None and len(body.seats) > settings.hold_seats_max:
+        raise ApiError(422, "VALIDATION_ERROR", f"at most {settings.hold_seats_max} seats per hold")
+    if body.quantity is not None and body.quantity > settings.hold_quantity_max:
+        raise ApiError(422, "VALIDATION_ERROR", f"quantity must be between 1 and {settings.hold_quantity_max}")
+    tokens = request.app.state.queue_tokens
+    admitted = tokens.admits(request.headers.get(QUEUE_TOKEN_HEADER), principal.user_id, body.event_id)
+    command = QueueGate(_command(body, principal.user_id, key), admitted)
+    shard_id = client_of(request).shard_map.shard_of(body.event_id)
+    reply = await call_shard(request, shard_id, command, retryable=key is not None)
+    hold = expect(reply, HoldView, "EVENT_NOT_FOUND", settings.retry_after_s)
+    return JSONBody(hold_body(hold), status_code=201)
+
+
+@router.get("/v1/holds/{hold_id}", summary="One of your holds", responses={401: PROBLEM, 404: PROBLEM})
+async def get_hold(request: Request, hold_id: UUID, principal: Buyer) -> JSONBody:
+    shard_id = shard_of_entity(client_of(request), hold_id, "HOLD_NOT_FOUND")
+    owner = None if principal.role == "admin" else principal.user_id
+    reply = await call_shard(request, shard_id, GetHold(hold_id, owner), read=True)
+    return JSONBody(hold_body(expect(reply, HoldView, "HOLD_NOT_FOUND", settings_of(request).retry_after_s)))
+
+
+@router.delete("/v1/holds/{hold_id}", summary="Release one of your holds",
+               responses={401: PROBLEM, 404: PROBLEM, 409: PROBLEM, 503: PROBLEM})
+async def release_hold(request: Request, hold_id: UUID, principal: Buyer) -> JSONBody:
+    shard_id = shard_of_entity(client_of(request), hold_id, "HOLD_NOT_FOUND")
+    key = idempotency_key(request)
+    reply = await call_shard(request, shard_id, ReleaseHold(principal.user_id, hold_id, key),
+                             retryable=key is not None)
+    return JSONBody(hold_body(expect(reply, HoldView, "HOLD_NOT_FOUND", settings_of(request).retry_after_s)))
