@@ -115,3 +115,50 @@ class QueueRequired(NamedTuple):
     """The event is in queue mode and the buyer brought no valid admission token (403)."""
 
     event_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRecord:
+    """A charge or refund as the gateway reported it; stored in `payments` (upserted by key)."""
+
+    payment_id: UUID
+    event_id: UUID
+    hold_id: UUID
+    order_id: UUID | None
+    user_id: str
+    kind: str  # charge | refund
+    gateway: str
+    gateway_ref: str | None
+    idempotency_key: str
+    amount_cents: int
+    currency: str
+    status: str  # pending | succeeded | declined | failed | unknown
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteCheckout:
+    """Payment succeeded: confirm the pinned hold and record the charge in the same commit."""
+
+    confirm: Any  # actors.inventory.commands.ConfirmCheckout
+    payment: PaymentRecord
+    holders: tuple[tuple[str, str], ...] = ()  # (name, email) per ticket, in ticket order
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPayment:
+    payment: PaymentRecord
+
+
+class Ack(NamedTuple):
+    """A shell command that changes no inventory was committed."""
+
+    ok: bool = True
+
+
+def core_command(request: Any) -> Any:
+    """The inventory command inside a shell wrapper (QueueGate, CompleteCheckout), or the request."""
+    if isinstance(request, QueueGate):
+        return request.command
+    if isinstance(request, CompleteCheckout):
+        return request.confirm
+    return request

@@ -14,6 +14,7 @@ from actors.inventory.commands import (
 )
 from actors.inventory.results import OrderView, Outcome, Rejection
 from actors.metrics import ShardMetrics
+from actors.protocol import core_command
 
 HOLD_COMMANDS = (HoldSeats, HoldGeneralAdmission, HoldBestAvailable)
 
@@ -21,7 +22,7 @@ HOLD_COMMANDS = (HoldSeats, HoldGeneralAdmission, HoldBestAvailable)
 def record_outcomes(metrics: ShardMetrics, requests: list[Any], outcomes: list[Outcome]) -> None:
     shard = metrics.shard
     for request, outcome in zip(requests, outcomes, strict=True):
-        request = getattr(request, "command", request)  # unwrap a QueueGate
+        request = core_command(request)
         if outcome.replayed:
             continue
         result = outcome.result

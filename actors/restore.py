@@ -20,6 +20,7 @@ from actors.inventory.results import (
     TicketView,
     TransferView,
 )
+from actors.protocol import core_command
 from shards.codec import ResultCodec
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ async def load_keys(shard: EventShard, requests: list[Any]) -> None:
 
     now_s = time.time()
     cache = shard.inventory.idempotency
-    commands = [getattr(request, "command", request) for request in requests]  # unwrap QueueGate
+    commands = [core_command(request) for request in requests]
     missing = [(command.user_id, command.idempotency_key) for command in commands
                if isinstance(command, USER_COMMAND_TYPES) and command.idempotency_key is not None
                and cache.lookup(command.user_id, command.idempotency_key, now_s) is None]

@@ -30,7 +30,17 @@ from actors.inventory.changes import IdempotencyRecorded
 from actors.inventory.commands import USER_COMMAND_TYPES
 from actors.inventory.results import Outcome, Rejection
 from actors.metrics import ShardMetrics
-from actors.protocol import CreateEvent, QueueGate, QueueRequired, Unavailable, UpdateEvent
+from actors.payments import checkout_outcome
+from actors.protocol import (
+    CompleteCheckout,
+    CreateEvent,
+    QueueGate,
+    QueueRequired,
+    RecordPayment,
+    Unavailable,
+    UpdateEvent,
+    core_command,
+)
 from actors.reads import answer_query
 from actors.recording import record_outcomes
 from actors.restore import restore_shard
@@ -190,6 +200,8 @@ class EventShard:
                 return create_event(self, request, now_s)
             if isinstance(request, UpdateEvent):
                 return update_event(self, request, now_s)
+            if isinstance(request, CompleteCheckout | RecordPayment):
+                return checkout_outcome(self, request, now_s)
             if isinstance(request, QueueGate):
                 document = self.documents.get(request.command.event_id)
                 if document is not None and document["queue"].get("enabled") and not request.admitted:
@@ -230,7 +242,7 @@ class EventShard:
         pending = []
         for request, outcome in zip(requests, outcomes, strict=True):
             if outcome.replayed:
-                command = request.command if isinstance(request, QueueGate) else request
+                command = core_command(request)
                 future = self._uncommitted_keys.get((command.user_id, command.idempotency_key))
                 if future is not None:
                     pending.append(future)

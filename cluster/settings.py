@@ -88,6 +88,19 @@ class Settings(BaseSettings):
     probe_timeout_s: float = Field(2.0, gt=0)
     redis_timeout_s: float = Field(1.0, gt=0)
     gateway_call_timeout_s: float = Field(10.0, gt=0)
+
+    # Checkout and payments (DESIGN §9).
+    payment_gateway: str = "simulated"
+    gateway_slow_delay_s: float = Field(3.0, ge=0)
+    # A pinned hold whose payment outcome is still unknown after this long is resolved by the
+    # checkout resolver: the charge is looked up by key, then confirmed or refunded.
+    payment_timeout_s: float = Field(120.0, gt=0)
+    checkout_resolver_interval_s: float = Field(5.0, gt=0)
+    me_tickets_page_max: int = Field(100, ge=1)
+    revocations_page_max: int = Field(1000, ge=1)
+    qr_cache_entries_max: int = Field(1024, ge=0)
+    # Test-only fault hooks (e.g. kill the shard actor between charge and confirm); never in production.
+    test_hooks: bool = False
     startup_timeout_s: float = Field(120.0, gt=0)
     shutdown_timeout_s: float = Field(20.0, gt=0)
 
@@ -111,6 +124,8 @@ class Settings(BaseSettings):
             problems.append("min_hold_seconds must not exceed max_hold_seconds")
         if self.gateway_call_timeout_s + 2 * self.actor_call_timeout_s >= self.checkout_deadline_s:
             problems.append("checkout_deadline_s must cover a gateway call and two actor calls")
+        if self.payment_timeout_s <= self.gateway_call_timeout_s:
+            problems.append("payment_timeout_s must exceed gateway_call_timeout_s (a charge in flight is not lost)")
         if self.jwt_public_key_file is not None and self.jwt_algorithm.startswith("HS"):
             problems.append("jwt_public_key_file needs an asymmetric jwt_algorithm (EdDSA, RS256, ES256)")
         try:

@@ -9,15 +9,23 @@ from fastapi import FastAPI
 
 from cluster.settings import Settings
 from router.auth import TokenVerifier
+from router.checkins_api import router as checkins_router
+from router.checkout import router as checkout_router
 from router.edge import EdgeMiddleware
 from router.errors import install_error_handlers
 from router.events_api import router as events_router
+from router.extensions import EXTENSION_ROUTERS
 from router.health import router as health_router
 from router.holds_api import router as holds_router
 from router.jsonbody import JSONBody
+from router.metrics import observe_payment_call
+from router.orders_api import router as orders_router
+from router.payments import build_gateway
 from router.queue_tokens import QueueTokens
+from router.resolver import CheckoutResolver
 from router.runtime import Runtime
 from router.shard_client import ShardClient
+from router.tickets import TicketCodes
 
 API_VERSION = "1.0.0"
 
@@ -30,8 +38,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
         try:
+            resolver.start()
             yield
         finally:
+            await resolver.stop()
             await shard_client.close()
             await runtime.close()
 
@@ -47,11 +57,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_verifier = verifier = TokenVerifier(settings)
     app.state.queue_tokens = QueueTokens(verifier.key if isinstance(verifier.key, str) else settings.jwt_secret)
     app.state.shard_client = shard_client = ShardClient(runtime, settings)
+    app.state.gateway = gateway = build_gateway(
+        settings.payment_gateway, settings.resolved_data_dir, call_timeout_s=settings.gateway_call_timeout_s,
+        slow_delay_s=settings.gateway_slow_delay_s, on_call=observe_payment_call)
+    app.state.ticket_codes = TicketCodes(settings.resolved_data_dir, settings.qr_cache_entries_max)
+    resolver = CheckoutResolver(runtime, shard_client, gateway, settings)
     install_error_handlers(app)
     app.include_router(health_router)
 
     app.include_router(events_router)
     app.include_router(holds_router)
+    app.include_router(checkout_router)
+    app.include_router(orders_router)
+    app.include_router(checkins_router)
+    for extension_router in EXTENSION_ROUTERS:
+        app.include_router(extension_router)
     app.add_middleware(
         EdgeMiddleware,
         body_bytes_max=settings.body_bytes_max,

@@ -41,6 +41,20 @@ COMPONENT_UP = Gauge(
 )
 
 
+PAYMENT_CALLS = Counter(
+    "ticketing_payment_calls_total", "Payment gateway calls by operation and outcome.", ["operation", "outcome"],
+)
+PAYMENT_LATENCY = Histogram(
+    "ticketing_payment_call_duration_seconds", "Payment gateway call latency.", ["operation"],
+    buckets=LATENCY_BUCKETS_S,
+)
+
+
+def observe_payment_call(operation: str, outcome: str, duration_s: float) -> None:
+    PAYMENT_CALLS.labels(operation, outcome).inc()
+    PAYMENT_LATENCY.labels(operation).observe(duration_s)
+
+
 def render() -> tuple[bytes, str]:
     """The exposition text of every live worker (or of this process when not multiprocess)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

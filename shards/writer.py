@@ -57,6 +57,31 @@ class EventFieldsChanged(NamedTuple):
     fields: dict[str, Any]
 
 
+class PaymentRecorded(NamedTuple):
+    """Upsert a `payments` row by (gateway, idempotency_key): the gateway is the source of truth
+    for money, so a later report (refund succeeded, outcome resolved) overwrites the earlier one."""
+
+    payment_id: UUID
+    event_id: UUID
+    hold_id: UUID
+    order_id: UUID | None
+    user_id: str
+    kind: str
+    gateway: str
+    gateway_ref: str | None
+    idempotency_key: str
+    amount_cents: int
+    currency: str
+    status: str
+    at_s: float
+
+
+class TicketHoldersRecorded(NamedTuple):
+    ticket_ids: tuple[UUID, ...]
+    names: tuple[str, ...]
+    emails: tuple[str, ...]
+
+
 class Fenced(Exception):
     """The shard lease moved to a newer epoch: this actor is a zombie and must stop."""
 
@@ -92,12 +117,15 @@ class BatchPlan:
     idempotency: list[IdempotencyRecorded] = field(default_factory=list)
     new_events: list[EventRowsCreated] = field(default_factory=list)
     event_fields: list[EventFieldsChanged] = field(default_factory=list)
+    payments: list[PaymentRecorded] = field(default_factory=list)
+    holders: list[TicketHoldersRecorded] = field(default_factory=list)
     audit: list[tuple[UUID, str, str, UUID, str | None, str, datetime]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
         return not (self.holds or self.orders or self.tickets or self.seats or self.pools or self.event_status
-                    or self.checkins or self.idempotency or self.new_events or self.event_fields)
+                    or self.checkins or self.idempotency or self.new_events or self.event_fields
+                    or self.payments or self.holders)
 
 
 def _transition(rows: dict[UUID, _Row], key: UUID, from_status: str, to_status: str, at_s: float) -> None:
@@ -173,6 +201,10 @@ def plan_batch(changes: Iterable[Any]) -> BatchPlan:  # noqa: C901 — one flat 
             plan.new_events.append(change)
         elif kind is EventFieldsChanged:
             plan.event_fields.append(change)
+        elif kind is PaymentRecorded:
+            plan.payments.append(change)
+        elif kind is TicketHoldersRecorded:
+            plan.holders.append(change)
         else:
             raise TypeError(f"the writer does not know change record {kind.__name__}")
     return plan
@@ -243,6 +275,21 @@ async def execute_plan(connection: asyncpg.Connection, plan: BatchPlan, codec: R
             columns=("user_id", "key", "fingerprint", "result", "created_at"))
     for changed in plan.event_fields:
         await update_event(connection, changed.event_id, changed.fields)
+    if plan.payments:
+        await connection.executemany(
+            """INSERT INTO payments (payment_id, event_id, hold_id, order_id, user_id, kind, gateway, gateway_ref,
+                                     idempotency_key, amount_cents, currency, status, created_at, updated_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
+               ON CONFLICT (gateway, idempotency_key) DO UPDATE
+               SET status = EXCLUDED.status, gateway_ref = coalesce(EXCLUDED.gateway_ref, payments.gateway_ref),
+                   order_id = coalesce(EXCLUDED.order_id, payments.order_id), updated_at = EXCLUDED.updated_at""",
+            [(*p[:12], timestamp(p.at_s)) for p in plan.payments])
+    for recorded in plan.holders:
+        await connection.execute(
+            """UPDATE tickets t SET holder_name = u.name, holder_email = u.email
+               FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(ticket_id, name, email)
+               WHERE t.ticket_id = u.ticket_id""",
+            list(recorded.ticket_ids), list(recorded.names), list(recorded.emails))
     if plan.audit:
         await connection.copy_records_to_table(
             "audit_log", records=plan.audit,

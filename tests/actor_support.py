@@ -13,9 +13,12 @@ from actors.inventory.commands import HoldGeneralAdmission
 from actors.protocol import CreateEvent
 from shards.migrate import apply_migrations, with_database
 from tests.harness import RunningCluster
+from tests.support import fetch
 
 TEST_NAMESPACE = "ticketing-tests"
 ALL_SLOTS = tuple(range(256))
+# Databases this session created, dropped when it ends (the CI pass runs on a shared server).
+CREATED_DATABASES: list[str] = []
 
 
 def new_database(cluster: RunningCluster) -> str:
@@ -32,7 +35,22 @@ def new_database(cluster: RunningCluster) -> str:
         await apply_migrations(with_database(base, name), timeout_s=60)
 
     asyncio.run(create())
+    CREATED_DATABASES.append(with_database(base, name))
     return with_database(base, name)
+
+
+def drop_created_databases() -> None:
+    async def drop() -> None:
+        for dsn in CREATED_DATABASES:
+            name = dsn.rsplit("/", 1)[1]
+            admin = await asyncpg.connect(with_database(dsn, "postgres"))
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await admin.close()
+
+    asyncio.run(drop())
+    CREATED_DATABASES.clear()
 
 
 def start_shard(dsn: str, *, name: str | None = None, fencing: bool = True, idempotency: bool = True,
@@ -68,13 +86,6 @@ def ga_event_command(capacity: int, *, seated_rows: list[int] | None = None, hol
 def ga_hold(event_id: uuid.UUID, user: str, quantity: int = 1, key: str | None = None) -> HoldGeneralAdmission:
     return HoldGeneralAdmission(event_id, user, uuid.uuid4(), "floor", quantity, None, key)
 
-
-async def fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(dsn)
-    try:
-        return list(await connection.fetch(query, *args))
-    finally:
-        await connection.close()
 
 
 def query(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:

@@ -47,4 +47,7 @@ def ray_driver(cluster: RunningCluster) -> Iterator[None]:
     try:
         yield
     finally:
-        ray.shutdown()
+        ray.shutdown()  # the test actors die with this driver, closing their connections
+        from tests.actor_support import drop_created_databases
+
+        drop_created_databases()

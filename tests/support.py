@@ -14,6 +14,15 @@ from tests.harness import RunningCluster
 STARTS_AT = "2027-05-01T20:00:00Z"
 
 
+def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """Assert a problem+json response with this status and code; returns its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["code"] == code and body["status"] == status
+    return dict(body)
+
+
 def event_body(*sections: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "title": "Test night", "category": "concert", "description": "",

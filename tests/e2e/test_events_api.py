@@ -8,16 +8,10 @@ import httpx
 import pytest
 
 from tests.harness import RunningCluster
-from tests.support import create_event, event_body, ga, seated
+from tests.support import create_event, event_body, ga, problem, seated
 
 pytestmark = pytest.mark.e2e
 
-
-def problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    assert response.json()["code"] == code
-    return dict(response.json())
 
 
 def test_create_get_and_read_an_event(http: httpx.Client, cluster: RunningCluster) -> None:

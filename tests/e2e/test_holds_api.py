@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.harness import RunningCluster
-from tests.support import check_database, create_event, event_body, ga, hold, seated
+from tests.support import check_database, create_event, event_body, ga, hold, problem, seated
 
 pytestmark = pytest.mark.e2e
 
@@ -18,13 +18,6 @@ pytestmark = pytest.mark.e2e
 def event(http: httpx.Client, cluster: RunningCluster) -> dict[str, object]:
     return create_event(http, cluster, event_body(ga("floor", 20), seated("A", [6, 6]), per_person_limit=4))
 
-
-def problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["code"] == code
-    return dict(body)
 
 
 def test_hold_shape_and_get_and_release(http: httpx.Client, cluster: RunningCluster, event: dict) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from typing import Any
 
 import httpx
@@ -15,11 +16,13 @@ from router.auth import issue_token
 pytestmark = pytest.mark.unit
 
 SECRET = "unit-test-secret-0123456789abcdef"
+# The app creates ticket keys and the simulated gateway's file under its data folder.
+DATA_DIR = tempfile.mkdtemp(prefix="ticketing-unit-")
 
 
 def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
     """One request through the whole ASGI stack, with no server and no lifespan (no Ray needed)."""
-    app = create_app(Settings(jwt_secret=SECRET, body_bytes_max=2048))
+    app = create_app(Settings(jwt_secret=SECRET, body_bytes_max=2048, data_dir=DATA_DIR))
 
     async def run() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)

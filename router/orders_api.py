@@ -1,0 +1,176 @@
+"""Orders and tickets (API.md "Orders and tickets"): read, refund, transfer, QR images, keys."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request
+from prometheus_client import Counter
+from pydantic import StringConstraints
+from starlette.responses import Response
+
+from actors.inventory.commands import RefundOrder, TransferTicket
+from actors.inventory.results import OrderView, TicketView, TransferView
+from actors.protocol import EventDocument, GetEvent, GetOrder, GetTicket, GetUserTickets, PaymentRecord, RecordPayment
+from router.auth import AnyRole, Buyer
+from router.deps import call_shard, client_of, idempotency_key, parse_body, settings_of, shard_of_entity
+from router.errors import ApiError
+from router.jsonbody import JSONBody
+from router.schemas import Strict
+from router.views import expect, order_body, ticket_body
+from shards.slots import new_id, slot_of_id
+
+router = APIRouter(tags=["orders and tickets"])
+PROBLEM = {"content": {"application/problem+json": {}}}
+REFUNDS = Counter("ticketing_refunds_total", "Order refunds by result.", ["result"])
+TRANSFERS = Counter("ticketing_transfers_total", "Ticket transfers by result.", ["result"])
+
+
+class TransferBody(Strict):
+    to: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+def with_code(request: Request, ticket: TicketView) -> dict[str, Any]:
+    return {**ticket_body(ticket), "code": request.app.state.ticket_codes.code(ticket)}
+
+
+def order_with_codes(request: Request, order: OrderView) -> dict[str, Any]:
+    body = order_body(order)
+    body["tickets"] = [with_code(request, ticket) for ticket in order.tickets]
+    return body
+
+
+def _owner(principal: Any) -> str | None:
+    return None if principal.role == "admin" else principal.user_id
+
+
+@router.get("/v1/orders/{order_id}", summary="One of your orders, with its tickets", responses={404: PROBLEM})
+async def get_order(request: Request, order_id: UUID, principal: Buyer) -> JSONBody:
+    shard_id = shard_of_entity(client_of(request), order_id, "ORDER_NOT_FOUND")
+    reply = await call_shard(request, shard_id, GetOrder(order_id, _owner(principal)), read=True)
+    return JSONBody(order_with_codes(request, expect(reply, OrderView, "ORDER_NOT_FOUND", 1)))
+
+
+@router.get("/v1/tickets/{ticket_id}", summary="One of your tickets, with its code", responses={404: PROBLEM})
+async def get_ticket(request: Request, ticket_id: UUID, principal: Buyer) -> JSONBody:
+    return JSONBody(with_code(request, await _ticket(request, ticket_id, principal)))
+
+
+async def _ticket(request: Request, ticket_id: UUID, principal: Any) -> TicketView:
+    shard_id = shard_of_entity(client_of(request), ticket_id, "TICKET_NOT_FOUND")
+    reply = await call_shard(request, shard_id, GetTicket(ticket_id, _owner(principal)), read=True)
+    ticket: TicketView = expect(reply, TicketView, "TICKET_NOT_FOUND", settings_of(request).retry_after_s)
+    return ticket
+
+
+@router.get("/v1/tickets/{ticket_id}/qr.png", summary="QR image (PNG) of a ticket's code",
+            response_class=Response, responses={200: {"content": {"image/png": {}}}, 404: PROBLEM})
+async def ticket_png(request: Request, ticket_id: UUID, principal: Buyer) -> Response:
+    return await _qr(request, ticket_id, principal, "png", "image/png")
+
+
+@router.get("/v1/tickets/{ticket_id}/qr.svg", summary="QR image (SVG) of a ticket's code",
+            response_class=Response, responses={200: {"content": {"image/svg+xml": {}}}, 404: PROBLEM})
+async def ticket_svg(request: Request, ticket_id: UUID, principal: Buyer) -> Response:
+    return await _qr(request, ticket_id, principal, "svg", "image/svg+xml")
+
+
+async def _qr(request: Request, ticket_id: UUID, principal: Any, kind: str, media_type: str) -> Response:
+    ticket = await _ticket(request, ticket_id, principal)
+    codes = request.app.state.ticket_codes
+    return Response(await codes.image(codes.code(ticket), kind), media_type=media_type,
+                    headers={"Cache-Control": "private, max-age=300"})
+
+
+@router.get("/v1/me/tickets", summary="Your tickets, newest last")
+async def my_tickets(request: Request, principal: Buyer, event_id: UUID | None = None,
+                     cursor: UUID | None = None, limit: int = Query(50, ge=1)) -> JSONBody:
+    settings = settings_of(request)
+    if limit > settings.me_tickets_page_max:
+        raise ApiError(422, "VALIDATION_ERROR", f"limit must be at most {settings.me_tickets_page_max}")
+    client = client_of(request)
+    shards = [client.shard_map.shard_of(event_id)] if event_id else list(range(settings.shard_count))
+    replies = await asyncio.gather(*(call_shard(request, shard_id, GetUserTickets(principal.user_id, event_id),
+                                                read=True) for shard_id in shards))
+    tickets = sorted((ticket for reply in replies for ticket in expect(reply, tuple, "TICKET_NOT_FOUND", 1)),
+                     key=lambda ticket: ticket.ticket_id.int)
+    if cursor is not None:
+        tickets = [ticket for ticket in tickets if ticket.ticket_id.int > cursor.int]
+    page = tickets[:limit]
+    next_cursor = str(page[-1].ticket_id) if len(tickets) > limit else None
+    return JSONBody({"items": [with_code(request, ticket) for ticket in page], "next_cursor": next_cursor})
+
+
+@router.post("/v1/tickets/{ticket_id}/transfer", status_code=201, summary="Give a ticket to another user",
+             responses={404: PROBLEM, 409: PROBLEM, 410: PROBLEM, 422: PROBLEM})
+async def transfer(request: Request, ticket_id: UUID, principal: Buyer) -> JSONBody:
+    shard_id = shard_of_entity(client_of(request), ticket_id, "TICKET_NOT_FOUND")
+    body = await parse_body(request, TransferBody)
+    if body.to == principal.user_id:
+        raise ApiError(422, "VALIDATION_ERROR", "a ticket cannot be transferred to its owner")
+    key = idempotency_key(request)
+    command = TransferTicket(principal.user_id, ticket_id, body.to, new_id(slot_of_id(ticket_id) or 0), key)
+    reply = await call_shard(request, shard_id, command, retryable=key is not None)
+    result: TransferView = expect(reply, TransferView, "TICKET_NOT_FOUND", settings_of(request).retry_after_s)
+    TRANSFERS.labels("transferred").inc()
+    return JSONBody({**with_code(request, result.new_ticket), "owner": body.to}, status_code=201)
+
+
+@router.post("/v1/orders/{order_id}/refund", summary="Refund an order (owner before the event, or organizer)",
+             responses={403: PROBLEM, 404: PROBLEM, 409: PROBLEM})
+async def refund(request: Request, order_id: UUID, principal: AnyRole) -> JSONBody:
+    if principal.role == "validator":
+        raise ApiError(403, "FORBIDDEN", "validators do not refund orders")
+    shard_id = shard_of_entity(client_of(request), order_id, "ORDER_NOT_FOUND")
+    by_organizer = principal.role in ("organizer", "admin")
+    reply = await call_shard(request, shard_id, GetOrder(order_id, None if by_organizer else principal.user_id),
+                             read=True)
+    order: OrderView = expect(reply, OrderView, "ORDER_NOT_FOUND", 1)
+    event = await call_shard(request, shard_id, GetEvent(order.event_id), read=True)
+    document = expect(event, EventDocument, "EVENT_NOT_FOUND", 1).document
+    if principal.role == "organizer" and document.get("organizer_id") != principal.user_id:
+        raise ApiError(404, "ORDER_NOT_FOUND", "not found")
+    if not by_organizer and datetime.fromisoformat(document["starts_at"].replace("Z", "+00:00")) <= datetime.now(UTC):
+        raise ApiError(403, "FORBIDDEN", "refunds close when the event starts; ask the organizer")
+    key = idempotency_key(request) or f"refund:{order_id}"
+    reply = await call_shard(request, shard_id, RefundOrder(principal.user_id, order_id, by_organizer, key),
+                             retryable=True)
+    refunded: OrderView = expect(reply, OrderView, "ORDER_NOT_FOUND", settings_of(request).retry_after_s)
+    await return_money(request, shard_id, refunded, principal.user_id)
+    REFUNDS.labels("refunded").inc()
+    return JSONBody(order_with_codes(request, refunded))
+
+
+async def return_money(request: Request, shard_id: int, order: OrderView, user_id: str) -> None:
+    """Refund the order's charge at the gateway (idempotent per order); recorded as pending when
+    the gateway fails, and retried by the checkout resolver."""
+    runtime = request.app.state.runtime
+    pool = await runtime.pool(shard_id)
+    row = await pool.fetchrow(
+        """SELECT gateway_ref, amount_cents, hold_id, currency FROM payments WHERE order_id = $1 AND kind = 'charge'
+           AND status = 'succeeded'""", order.order_id)
+    if row is None:
+        return  # nothing was charged (a free order)
+    settings = settings_of(request)
+    key = f"refund:order:{order.order_id}"
+    status = "succeeded"
+    try:
+        await request.app.state.gateway.refund(charge_id=row["gateway_ref"], amount_cents=row["amount_cents"],
+                                               idempotency_key=key)
+    except Exception:
+        status = "pending"
+    record = PaymentRecord(uuid.uuid4(), order.event_id, row["hold_id"], order.order_id, user_id, "refund",
+                           settings.payment_gateway, row["gateway_ref"], key, row["amount_cents"],
+                           row["currency"].strip(), status)
+    await call_shard(request, shard_id, RecordPayment(record), retryable=True)
+
+
+@router.get("/v1/ticket-keys", summary="Public keys that verify ticket codes (public)")
+async def ticket_keys(request: Request) -> JSONBody:
+    return JSONBody({"keys": request.app.state.ticket_codes.public_keys()},
+                    headers={"Cache-Control": "public, max-age=60"})
+
