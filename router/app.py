@@ -9,12 +9,12 @@ from fastapi import FastAPI
 
 from cluster.settings import Settings
 from router.auth import TokenVerifier
+from router.browse import router as browse_router
 from router.checkins_api import router as checkins_router
 from router.checkout import router as checkout_router
 from router.edge import EdgeMiddleware
 from router.errors import install_error_handlers
 from router.events_api import router as events_router
-from router.extensions import EXTENSION_ROUTERS
 from router.health import router as health_router
 from router.holds_api import router as holds_router
 from router.jsonbody import JSONBody
@@ -24,6 +24,7 @@ from router.payments import build_gateway
 from router.queue_tokens import QueueTokens
 from router.resolver import CheckoutResolver
 from router.runtime import Runtime
+from router.seat_stream import router as seat_stream_router
 from router.shard_client import ShardClient
 from router.tickets import TicketCodes
 
@@ -70,8 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(checkout_router)
     app.include_router(orders_router)
     app.include_router(checkins_router)
-    for extension_router in EXTENSION_ROUTERS:
-        app.include_router(extension_router)
+    app.include_router(browse_router)
+    app.include_router(seat_stream_router)
     app.add_middleware(
         EdgeMiddleware,
         body_bytes_max=settings.body_bytes_max,
