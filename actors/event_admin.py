@@ -14,7 +14,7 @@ from actors.events import event_row, layout_of, section_rows, settings_of, windo
 from actors.inventory import ErrorCode, EventStatus, LayoutError, Rejection
 from actors.inventory.commands import ChangeEventStatus
 from actors.inventory.results import Outcome
-from actors.protocol import CreateEvent, EventDocument, UpdateEvent
+from actors.protocol import CreateEvent, EventDocument, ShellOutcome, UpdateEvent
 from shards.slots import slot_of
 from shards.writer import EventFieldsChanged, EventRowsCreated
 
@@ -22,11 +22,11 @@ if TYPE_CHECKING:
     from actors.shard import EventShard
 
 
-def _reject(code: ErrorCode, detail: str) -> Outcome:
-    return Outcome(Rejection(code, detail))
+def _reject(code: ErrorCode, detail: str) -> ShellOutcome:
+    return ShellOutcome(Rejection(code, detail))
 
 
-def create_event(shard: EventShard, request: CreateEvent, now_s: float) -> Outcome:
+def create_event(shard: EventShard, request: CreateEvent, now_s: float) -> ShellOutcome:
     slot = slot_of(request.event_id)
     if slot not in shard.config.slots:
         return _reject(ErrorCode.VALIDATION_ERROR, f"event slot {slot} is not owned by shard {shard.config.shard_id}")
@@ -50,10 +50,10 @@ def create_event(shard: EventShard, request: CreateEvent, now_s: float) -> Outco
     change = EventRowsCreated(
         event_row(request.event_id, slot, request.organizer_id, document, layout.seat_count, created_at),
         section_rows(request.event_id, document, layout))
-    return Outcome(EventDocument(document), (change,))
+    return ShellOutcome(EventDocument(document), (change,))
 
 
-def update_event(shard: EventShard, request: UpdateEvent, now_s: float) -> Outcome:
+def update_event(shard: EventShard, request: UpdateEvent, now_s: float) -> Outcome | ShellOutcome:
     document = shard.documents.get(request.event_id)
     event = shard.inventory.events.get(request.event_id)
     if document is None or event is None:
@@ -83,4 +83,4 @@ def update_event(shard: EventShard, request: UpdateEvent, now_s: float) -> Outco
     if fields:
         changes.append(EventFieldsChanged(request.event_id, fields))
     shard.documents[request.event_id] = updated
-    return Outcome(EventDocument(updated), tuple(changes))
+    return ShellOutcome(EventDocument(updated), tuple(changes))

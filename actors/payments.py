@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from actors.inventory.results import OrderView, Outcome
-from actors.protocol import Ack, CompleteCheckout, PaymentRecord, RecordPayment
+from actors.protocol import Ack, CompleteCheckout, PaymentRecord, RecordPayment, ShellOutcome
 from shards.writer import PaymentRecorded, TicketHoldersRecorded
 
 if TYPE_CHECKING:
@@ -18,9 +18,10 @@ def payment_change(payment: PaymentRecord, order_id: Any, now_s: float) -> Payme
                            payment.amount_cents, payment.currency, payment.status, now_s)
 
 
-def checkout_outcome(shard: EventShard, request: CompleteCheckout | RecordPayment, now_s: float) -> Outcome:
+def checkout_outcome(shard: EventShard, request: CompleteCheckout | RecordPayment, now_s: float
+                     ) -> Outcome | ShellOutcome:
     if isinstance(request, RecordPayment):
-        return Outcome(Ack(), (payment_change(request.payment, request.payment.order_id, now_s),))
+        return ShellOutcome(Ack(), (payment_change(request.payment, request.payment.order_id, now_s),))
     outcome = shard.inventory.apply(request.confirm, now_s)
     if outcome.replayed or not isinstance(outcome.result, OrderView):
         return outcome  # already recorded with the first confirmation, or refused (the caller refunds)
@@ -30,4 +31,4 @@ def checkout_outcome(shard: EventShard, request: CompleteCheckout | RecordPaymen
         ticket_ids = tuple(ticket.ticket_id for ticket in order.tickets[: len(request.holders)])
         changes.append(TicketHoldersRecorded(ticket_ids, tuple(name for name, _ in request.holders),
                                              tuple(email for _, email in request.holders)))
-    return Outcome(order, tuple(changes), outcome.replayed)
+    return ShellOutcome(order, tuple(changes), outcome.replayed)

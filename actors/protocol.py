@@ -77,6 +77,15 @@ class GetUserTickets:
 Query = GetEvent | GetAvailability | GetSeatMap | GetHold | GetOrder | GetTicket | GetUserTickets
 
 
+class ShellOutcome(NamedTuple):
+    """What a shell-level command (event admin, payments, the queue gate) decided: like the core's
+    `Outcome`, with results and changes of the shell's own types."""
+
+    result: Any
+    changes: tuple[Any, ...] = ()
+    replayed: bool = False
+
+
 class Unavailable(NamedTuple):
     """The shard could not commit (or is rebuilding): nothing of this request was acknowledged."""
 

@@ -14,12 +14,12 @@ from actors.inventory.commands import (
 )
 from actors.inventory.results import OrderView, Outcome, Rejection
 from actors.metrics import ShardMetrics
-from actors.protocol import core_command
+from actors.protocol import ShellOutcome, core_command
 
 HOLD_COMMANDS = (HoldSeats, HoldGeneralAdmission, HoldBestAvailable)
 
 
-def record_outcomes(metrics: ShardMetrics, requests: list[Any], outcomes: list[Outcome]) -> None:
+def record_outcomes(metrics: ShardMetrics, requests: list[Any], outcomes: list[Outcome | ShellOutcome]) -> None:
     shard = metrics.shard
     for request, outcome in zip(requests, outcomes, strict=True):
         request = core_command(request)

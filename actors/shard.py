@@ -37,6 +37,7 @@ from actors.protocol import (
     QueueGate,
     QueueRequired,
     RecordPayment,
+    ShellOutcome,
     Unavailable,
     UpdateEvent,
     core_command,
@@ -194,7 +195,7 @@ class EventShard:
         self.metrics.apply_batch_size.observe(len(requests))
         return await self._commit_and_reply(requests, outcomes)
 
-    def _apply_one(self, request: Any, now_s: float) -> Outcome:
+    def _apply_one(self, request: Any, now_s: float) -> Outcome | ShellOutcome:
         try:
             if isinstance(request, CreateEvent):
                 return create_event(self, request, now_s)
@@ -205,7 +206,7 @@ class EventShard:
             if isinstance(request, QueueGate):
                 document = self.documents.get(request.command.event_id)
                 if document is not None and document["queue"].get("enabled") and not request.admitted:
-                    return Outcome(QueueRequired(request.command.event_id))
+                    return ShellOutcome(QueueRequired(request.command.event_id))
                 request = request.command
             if not self.config.idempotency and isinstance(request, USER_COMMAND_TYPES):
                 request = _without_key(request)
@@ -215,7 +216,7 @@ class EventShard:
                          self.config.shard_id, exc_info=True)
             os._exit(70)
 
-    async def _commit_and_reply(self, requests: list[Any], outcomes: list[Outcome]) -> list[Any]:
+    async def _commit_and_reply(self, requests: list[Any], outcomes: list[Outcome | ShellOutcome]) -> list[Any]:
         changes = [change for outcome in outcomes for change in outcome.changes]
         waits: list[asyncio.Future[None]] = []
         if changes:
@@ -237,7 +238,8 @@ class EventShard:
         self.metrics.active_holds.set(len(self.inventory.live_holds()))
         return [outcome.result for outcome in outcomes]
 
-    def _pending_originals(self, requests: list[Any], outcomes: list[Outcome]) -> list[asyncio.Future[None]]:
+    def _pending_originals(self, requests: list[Any], outcomes: list[Outcome | ShellOutcome]
+                           ) -> list[asyncio.Future[None]]:
         """A replayed result must not be sent before the original's commit: wait for it too."""
         pending = []
         for request, outcome in zip(requests, outcomes, strict=True):

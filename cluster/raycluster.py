@@ -102,7 +102,7 @@ def ensure_shard_actors(settings: Settings, dsns: list[str]) -> dict[int, Any]:
     """Create (or find) `shard-<k>` for every shard and wait until each answers `health`."""
     import ray
 
-    remote_class = ray.remote(EventShard)
+    remote_class: Any = ray.remote(EventShard)
     shard_map = settings.shard_map()
     handles = {}
     for shard_id in range(settings.shard_count):

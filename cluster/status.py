@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from cluster import runstate
 from cluster.settings import Settings
@@ -64,7 +64,8 @@ def _actors(address: str, shard_count: int) -> dict[int, dict[str, Any]]:
         for shard_id in range(shard_count):
             try:
                 handle = ray.get_actor(f"shard-{shard_id}", namespace="ticketing")
-                found[shard_id] = {"up": True, **ray.get(handle.health.remote(), timeout=STATUS_TIMEOUT_S)}
+                health = cast(dict[str, Any], ray.get(handle.health.remote(), timeout=STATUS_TIMEOUT_S))
+                found[shard_id] = {"up": True, **health}
             except Exception as error:
                 found[shard_id] = {"up": False, "error": str(error)[:200]}
     finally:
@@ -87,7 +88,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     databases, redis_status = asyncio.run(gather_io())
     actors = _actors(ray_address, shard_count) if ray_address else {}
     shard_map = settings.shard_map()
-    shards = []
+    shards: list[dict[str, Any]] = []
     for shard_id in range(shard_count):
         slots = shard_map.slots_of(shard_id)
         shards.append({

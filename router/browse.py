@@ -27,7 +27,7 @@ from prometheus_client import Counter, Histogram
 
 from actors.events import document_from_rows
 from router.deps import settings_of
-from router.errors import ApiError
+from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
 from router.metrics import LATENCY_BUCKETS_S
 from router.runtime import Runtime
@@ -48,7 +48,6 @@ LIST_SHARD_FAILURES = Counter("ticketing_events_list_shard_failures_total",
                               "Shard databases that failed a GET /v1/events scatter-gather.", ["shard", "reason"])
 
 router = APIRouter(tags=["events"])
-PROBLEM = {"model": dict, "content": {"application/problem+json": {}}}
 
 
 # Listing ----------------------------------------------------------------------------------------

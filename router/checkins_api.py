@@ -16,14 +16,13 @@ from actors.inventory.commands import CheckIn
 from actors.inventory.results import Rejection, TicketView
 from router.auth import Validator
 from router.deps import call_shard, client_of, parse_body, settings_of
-from router.errors import ApiError
+from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
 from router.schemas import Strict
 from router.ticketcodes import CODE_CHARS_MAX, TicketCodeInvalid
 from router.views import expect, iso, rejection_error, ticket_body
 
 router = APIRouter(tags=["check-in"])
-PROBLEM = {"content": {"application/problem+json": {}}}
 CHECKINS = Counter("ticketing_http_checkins_total", "Check-in requests by result.", ["result"])
 
 

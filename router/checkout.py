@@ -31,7 +31,7 @@ from actors.inventory.results import HoldView, OrderView, Rejection
 from actors.protocol import CompleteCheckout, GetHold, PaymentRecord, RecordPayment
 from router.auth import Buyer
 from router.deps import call_shard, client_of, idempotency_key, parse_body, settings_of, shard_of_entity
-from router.errors import ApiError
+from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
 from router.payments import Charge, GatewayError, GatewayOutcomeUnknown, IdempotencyKeyReused
 from router.schemas import Strict
@@ -40,7 +40,6 @@ from shards.slots import new_id, slot_of_id
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["checkout"])
-PROBLEM = {"content": {"application/problem+json": {}}}
 
 CHECKOUTS = Counter("ticketing_checkouts_total", "Checkouts by result.", ["result"])
 TEST_HOOK_HEADER = "x-test-hook"

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://ticketing.example/problems/"
+# The OpenAPI `responses` entry of every documented error status.
+PROBLEM: dict[str, Any] = {"description": "A problem document (RFC 9457) with a stable `code`.",
+                           "content": {PROBLEM_CONTENT_TYPE: {}}}
 
 TITLES: dict[str, str] = {
     "UNAUTHENTICATED": "Authentication required",

@@ -20,14 +20,13 @@ from actors.protocol import (
 )
 from router.auth import AnyRole, Organizer
 from router.deps import call_shard, client_of, parse_body, settings_of
-from router.errors import ApiError
+from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
 from router.schemas import EventCreate, EventPatch
 from router.views import availability_body, expect, seat_map_body
 
 router = APIRouter(tags=["events"])
 
-PROBLEM = {"model": dict, "content": {"application/problem+json": {}}}
 
 
 def _event_body(document: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from actors.inventory.results import HoldView
 from actors.protocol import GetHold, QueueGate
 from router.auth import Buyer
 from router.deps import call_shard, client_of, idempotency_key, parse_body, settings_of, shard_of_entity
-from router.errors import ApiError
+from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
 from router.schemas import HoldCreate
 from router.views import expect, hold_body
@@ -19,7 +19,6 @@ from shards.slots import new_id, slot_of
 
 router = APIRouter(tags=["holds"])
 
-PROBLEM = {"content": {"application/problem+json": {}}}
 QUEUE_TOKEN_HEADER = "x-queue-token"
 
 

@@ -18,14 +18,13 @@ from actors.inventory.results import OrderView, TicketView, TransferView
 from actors.protocol import EventDocument, GetEvent, GetOrder, GetTicket, GetUserTickets, PaymentRecord, RecordPayment
 from router.auth import AnyRole, Buyer
 from router.deps import call_shard, client_of, idempotency_key, parse_body, settings_of, shard_of_entity
-from router.errors import ApiError
+from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
 from router.schemas import Strict
 from router.views import expect, order_body, ticket_body
 from shards.slots import new_id, slot_of_id
 
 router = APIRouter(tags=["orders and tickets"])
-PROBLEM = {"content": {"application/problem+json": {}}}
 REFUNDS = Counter("ticketing_refunds_total", "Order refunds by result.", ["result"])
 TRANSFERS = Counter("ticketing_transfers_total", "Ticket transfers by result.", ["result"])
 
