@@ -39,16 +39,18 @@ class Restored:
     idempotency_complete: bool
 
 
-async def restore_shard(pool: Any, config: ShardConfig, limits: InventoryLimits, holder: str) -> Restored:
+async def restore_shard(pool: Any, config: ShardConfig, limits: InventoryLimits, holder: str,
+                        timeout_s: float) -> Restored:
     import time
 
     from shards.lease import take_lease
     from shards.loader import load_events, load_idempotency
 
-    async with pool.acquire() as connection:
+    async with pool.acquire(timeout=timeout_s) as connection:
         epoch = await take_lease(connection, config.shard_id, holder)
-        rows = await load_events(connection, list(config.slots))
-        keys = await load_idempotency(connection, limits.idempotency_retention_s, limits.idempotency_keys_max)
+        rows = await load_events(connection, list(config.slots), timeout_s=timeout_s)
+        keys = await load_idempotency(connection, limits.idempotency_retention_s, limits.idempotency_keys_max,
+                                      timeout_s=timeout_s)
     inventory = ShardInventory(limits)
     documents = {}
     for event_id, event_rows in rows.items():

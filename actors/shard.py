@@ -45,6 +45,7 @@ from actors.protocol import (
 from actors.reads import answer_query
 from actors.recording import record_outcomes
 from actors.restore import restore_shard
+from actors.wire import decode_requests, encode_replies
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +120,17 @@ class EventShard:
                     timeout=self.bounds.get("db_call_timeout_s", 3.0))
                 await self._recover()
                 break
-            except (OSError, asyncpg.PostgresError, TimeoutError) as error:
-                log.warning("shard %s start attempt %d failed: %s", self.config.shard_id, attempt + 1, error)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+                log.warning("shard %s start attempt %d failed: %r", self.config.shard_id, attempt + 1, error)
                 if self.pool is not None:
                     self.pool.terminate()
                     self.pool = None
                 await asyncio.sleep(START_RETRY_S)
         else:
-            raise RuntimeError(f"shard {self.config.shard_id} could not reach Postgres")
+            # Exit rather than live on unable to serve: Ray restarts the process and it tries anew.
+            log.critical("shard %s could not recover after %d attempts: exiting", self.config.shard_id,
+                         START_ATTEMPTS_MAX)
+            os._exit(75)
         self.committer = GroupCommitter(
             self._commit, queue_batches_max=COMMIT_QUEUE_BATCHES_MAX,
             batch_commands_max=self.bounds.get("commit_batch_commands_max", 2048),
@@ -139,7 +143,8 @@ class EventShard:
 
     async def _recover(self) -> None:
         started = time.perf_counter()
-        restored = await restore_shard(self.pool, self.config, self._limits(), self.holder)
+        restored = await restore_shard(self.pool, self.config, self._limits(), self.holder,
+                                       self.bounds.get("recovery_timeout_s", 120.0))
         self.inventory, self.documents = restored.inventory, restored.documents
         self.epoch, self.idempotency_complete = restored.epoch, restored.idempotency_complete
         elapsed = time.perf_counter() - started
@@ -147,7 +152,7 @@ class EventShard:
         self.metrics.recoveries.inc()
         self.metrics.epoch.set(self.epoch)
         self.metrics.events.set(len(self.documents))
-        self.metrics.active_holds.set(len(self.inventory.live_holds()))
+        self.metrics.active_holds.set(self.inventory.live_hold_count())
         log.info("shard %s recovered %d events at epoch %d in %.3f s", self.config.shard_id,
                  len(self.documents), self.epoch, elapsed)
 
@@ -235,7 +240,6 @@ class EventShard:
         finally:
             self._forget_committed(changes)
         record_outcomes(self.metrics, requests, outcomes)
-        self.metrics.active_holds.set(len(self.inventory.live_holds()))
         return [outcome.result for outcome in outcomes]
 
     def _pending_originals(self, requests: list[Any], outcomes: list[Outcome | ShellOutcome]
@@ -285,6 +289,9 @@ class EventShard:
             assert self._ready is not None and self.committer is not None
             if not self._ready.is_set():
                 continue
+            # The live-hold gauge is sampled here, once per tick: counting on every apply call cost
+            # a copy of every live hold (1.35 ms at 120k holds, measured).
+            self.metrics.active_holds.set(self.inventory.live_hold_count())
             outcomes = self.inventory.expire_due(time.time())
             if not outcomes:
                 continue
@@ -294,13 +301,19 @@ class EventShard:
             except CommitFailed:
                 continue  # the actor rebuilds; the holds are still due and expire after it
             self.metrics.holds.labels(self.metrics.shard, "expired").inc(len(outcomes))
-            self.metrics.active_holds.set(len(self.inventory.live_holds()))
+
+    async def apply_wire(self, wire: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """`apply` for the router: requests and replies in the compact encoding of actors.wire."""
+        return encode_replies(await self.apply(decode_requests(wire)))
 
     # --- reads ----------------------------------------------------------------------------------------
 
     async def read(self, queries: list[Any]) -> list[Any]:
         await self._started()
         return [await answer_query(self, query) for query in queries]
+
+    async def read_wire(self, wire: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return encode_replies(await self.read(decode_requests(wire)))
 
     async def start(self) -> dict[str, Any]:
         """Recover (if not yet done) and report health once ready."""

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     db_pool_size_max: int = Field(8, ge=1)
     idempotency_keys_max: int = Field(200_000, ge=1)
     idempotency_retention_s: int = Field(24 * 3600, ge=24 * 3600)
+    # Recovery reads whole shards (a million-seat venue is millions of rows): its own deadline.
+    recovery_timeout_s: float = Field(120.0, gt=0)
 
     # Readiness probes and other dependencies.
     probe_timeout_s: float = Field(2.0, gt=0)

@@ -14,7 +14,7 @@ from pydantic import StringConstraints
 
 from actors.inventory.commands import CheckIn
 from actors.inventory.results import Rejection, TicketView
-from router.auth import Validator
+from router.auth import VALIDATORS, authorize
 from router.deps import call_shard, client_of, parse_body, settings_of
 from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
@@ -33,7 +33,8 @@ class CheckinBody(Strict):
 
 @router.post("/v1/checkins", summary="Admit a ticket at a gate, exactly once (validator, organizer)",
              responses={409: PROBLEM, 410: PROBLEM, 422: PROBLEM})
-async def check_in(request: Request, principal: Validator) -> JSONBody:
+async def check_in(request: Request) -> JSONBody:
+    authorize(request, VALIDATORS)
     body = await parse_body(request, CheckinBody)
     try:
         claims = request.app.state.ticket_codes.verify(body.code)
@@ -65,8 +66,9 @@ def _cursor(text: str | None) -> tuple[datetime, UUID] | None:
 
 
 @router.get("/v1/events/{event_id}/revocations", summary="Void tickets since a cursor (for offline scanners)")
-async def revocations(request: Request, event_id: UUID, principal: Validator, cursor: str | None = None,
+async def revocations(request: Request, event_id: UUID, cursor: str | None = None,
                       limit: int = Query(500, ge=1)) -> JSONBody:
+    authorize(request, VALIDATORS)
     settings = settings_of(request)
     if limit > settings.revocations_page_max:
         raise ApiError(422, "VALIDATION_ERROR", f"limit must be at most {settings.revocations_page_max}")

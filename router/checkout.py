@@ -28,13 +28,14 @@ from pydantic import Field, StringConstraints
 
 from actors.inventory.commands import BeginCheckout, ConfirmCheckout, FailCheckout
 from actors.inventory.results import HoldView, OrderView, Rejection
-from actors.protocol import CompleteCheckout, GetHold, PaymentRecord, RecordPayment
-from router.auth import Buyer
+from actors.protocol import CompleteCheckout, GetHold, GetOrder, PaymentRecord, RecordPayment
+from router.auth import BUYERS, authorize
 from router.deps import call_shard, client_of, idempotency_key, parse_body, settings_of, shard_of_entity
 from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
 from router.payments import Charge, GatewayError, GatewayOutcomeUnknown, IdempotencyKeyReused
 from router.schemas import Strict
+from router.shard_client import ShardClient
 from router.views import expect, order_body, rejection_error
 from shards.slots import new_id, slot_of_id
 
@@ -77,7 +78,8 @@ def payment_record(hold: HoldView, user_id: str, gateway: str, key: str, charge:
 @router.post("/v1/holds/{hold_id}/checkout", status_code=201, summary="Pay for a hold and get tickets (owner)",
              responses={401: PROBLEM, 402: PROBLEM, 404: PROBLEM, 409: PROBLEM, 410: PROBLEM, 422: PROBLEM,
                         502: PROBLEM, 503: PROBLEM})
-async def checkout(request: Request, hold_id: UUID, principal: Buyer) -> JSONBody:
+async def checkout(request: Request, hold_id: UUID) -> JSONBody:
+    principal = authorize(request, BUYERS)
     shard_id = shard_of_entity(client_of(request), hold_id, "HOLD_NOT_FOUND")
     # Without a key, the hold itself is the key: a hold is checked out at most once.
     key = idempotency_key(request) or f"checkout:{hold_id}"
@@ -106,6 +108,7 @@ class CheckoutSaga:
 
     async def run(self, body: CheckoutBody) -> OrderView:
         hold = await self.pin()
+        await self.test_hook("pinned")
         if body.holders is not None and len(body.holders) > hold.quantity:
             raise ApiError(422, "VALIDATION_ERROR", f"{len(body.holders)} holders for {hold.quantity} tickets")
         charge = await self.charge(hold, body.payment.token)
@@ -114,7 +117,7 @@ class CheckoutSaga:
             CHECKOUTS.labels("declined").inc()
             raise ApiError(402, "PAYMENT_DECLINED", f"the payment was declined ({charge.decline_code or 'declined'}); "
                            "the hold was released")
-        await self.test_hook()
+        await self.test_hook("charged")
         holders = tuple((holder.name, holder.email) for holder in body.holders or ())
         return await self.confirm(hold, charge, holders)
 
@@ -162,6 +165,13 @@ class CheckoutSaga:
         complete = CompleteCheckout(confirm, record, holders)
         reply = await call_shard(self.request, self.shard_id, complete, retryable=True)
         if isinstance(reply, Rejection):
+            # The resolver may have confirmed this hold meanwhile (it looks the same charge up):
+            # then that order is ours and the charge paid for it. Refund only a hold that is gone.
+            settled = await settled_order(self.request.app.state.shard_client, self.shard_id, hold.hold_id,
+                                          self.user_id)
+            if settled is not None:
+                CHECKOUTS.labels("confirmed").inc()
+                return settled
             await refund_charge(self.request, self.shard_id, hold, self.user_id, charge)
             CHECKOUTS.labels("refunded").inc()
             raise rejection_error(reply)
@@ -169,10 +179,15 @@ class CheckoutSaga:
         CHECKOUTS.labels("confirmed").inc()
         return order
 
-    async def test_hook(self) -> None:
-        """Fault injection for tests only (settings.test_hooks): act between charge and confirm."""
+    async def test_hook(self, stage: str) -> None:
+        """Fault injection for tests only (settings.test_hooks), at a stage of the saga."""
         hook = self.request.headers.get(TEST_HOOK_HEADER)
         if not self.settings.test_hooks or not hook:
+            return
+        if stage == "pinned":
+            if hook == "crash-before-charge":  # as if this router died between pin and charge
+                raise ApiError(503, "SHARD_UNAVAILABLE", "test hook: the router stopped before the charge",
+                               headers={"Retry-After": "1"})
             return
         import ray
 
@@ -185,6 +200,16 @@ class CheckoutSaga:
                            headers={"Retry-After": "1"})
         if hook == "fail-hold-after-charge":  # as if the resolver had given up on the hold meanwhile
             await call_shard(self.request, self.shard_id, FailCheckout(self.user_id, self.hold_id), retryable=True)
+
+
+async def settled_order(client: ShardClient, shard_id: int, hold_id: UUID, user_id: str) -> OrderView | None:
+    """The order a hold was confirmed into, if it was. A hold has exactly one charge (its key is
+    per hold), so whoever confirmed the hold used that charge: refunding it would give tickets away."""
+    hold = await client.read(shard_id, GetHold(hold_id, user_id))
+    if not isinstance(hold, HoldView) or hold.status.value != "confirmed" or hold.order_id is None:
+        return None
+    order = await client.read(shard_id, GetOrder(hold.order_id, user_id))
+    return order if isinstance(order, OrderView) else None
 
 
 async def refund_charge(request: Request, shard_id: int, hold: HoldView, user_id: str, charge: Charge) -> None:

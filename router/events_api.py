@@ -18,7 +18,7 @@ from actors.protocol import (
     SeatMapView,
     UpdateEvent,
 )
-from router.auth import AnyRole, Organizer
+from router.auth import ANY_ROLE, ORGANIZERS, authorize
 from router.deps import call_shard, client_of, parse_body, settings_of
 from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
@@ -44,7 +44,8 @@ async def _event(request: Request, event_id: UUID) -> dict[str, Any]:
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": EventCreate.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
              responses={401: PROBLEM, 403: PROBLEM, 422: PROBLEM, 503: PROBLEM})
-async def create_event(request: Request, principal: Organizer) -> JSONBody:
+async def create_event(request: Request) -> JSONBody:
+    principal = authorize(request, ORGANIZERS)
     body = await parse_body(request, EventCreate)
     settings = settings_of(request)
     if not settings.min_hold_seconds <= body.hold_seconds <= settings.max_hold_seconds:
@@ -68,7 +69,8 @@ async def get_event(request: Request, event_id: UUID) -> JSONBody:
 
 @router.patch("/v1/events/{event_id}", summary="Change status, queue settings or sale windows (organizer)",
               responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 422: PROBLEM})
-async def patch_event(request: Request, event_id: UUID, principal: Organizer) -> JSONBody:
+async def patch_event(request: Request, event_id: UUID) -> JSONBody:
+    principal = authorize(request, ORGANIZERS)
     body = await parse_body(request, EventPatch)
     document = await _event(request, event_id)
     if principal.role != "admin" and document.get("organizer_id") != principal.user_id:
@@ -104,5 +106,6 @@ async def seats(request: Request, event_id: UUID,
 
 
 @router.get("/v1/me", tags=["auth"], summary="Who the bearer token says you are")
-async def me(principal: AnyRole) -> JSONBody:
+async def me(request: Request) -> JSONBody:
+    principal = authorize(request, ANY_ROLE)
     return JSONBody({"sub": principal.user_id, "role": principal.role})

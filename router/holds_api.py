@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from actors.inventory.commands import HoldBestAvailable, HoldGeneralAdmission, HoldSeats, ReleaseHold
 from actors.inventory.results import HoldView
 from actors.protocol import GetHold, QueueGate
-from router.auth import Buyer
+from router.auth import BUYERS, authorize
 from router.deps import call_shard, client_of, idempotency_key, parse_body, settings_of, shard_of_entity
 from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
@@ -37,7 +37,8 @@ def _command(body: HoldCreate, user_id: str, key: str | None) -> HoldSeats | Hol
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": HoldCreate.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
              responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM, 503: PROBLEM})
-async def create_hold(request: Request, principal: Buyer) -> JSONBody:
+async def create_hold(request: Request) -> JSONBody:
+    principal = authorize(request, BUYERS)
     key = idempotency_key(request)
     body = await parse_body(request, HoldCreate)
     settings = settings_of(request)
@@ -55,7 +56,8 @@ async def create_hold(request: Request, principal: Buyer) -> JSONBody:
 
 
 @router.get("/v1/holds/{hold_id}", summary="One of your holds", responses={401: PROBLEM, 404: PROBLEM})
-async def get_hold(request: Request, hold_id: UUID, principal: Buyer) -> JSONBody:
+async def get_hold(request: Request, hold_id: UUID) -> JSONBody:
+    principal = authorize(request, BUYERS)
     shard_id = shard_of_entity(client_of(request), hold_id, "HOLD_NOT_FOUND")
     owner = None if principal.role == "admin" else principal.user_id
     reply = await call_shard(request, shard_id, GetHold(hold_id, owner), read=True)
@@ -64,7 +66,8 @@ async def get_hold(request: Request, hold_id: UUID, principal: Buyer) -> JSONBod
 
 @router.delete("/v1/holds/{hold_id}", summary="Release one of your holds",
                responses={401: PROBLEM, 404: PROBLEM, 409: PROBLEM, 503: PROBLEM})
-async def release_hold(request: Request, hold_id: UUID, principal: Buyer) -> JSONBody:
+async def release_hold(request: Request, hold_id: UUID) -> JSONBody:
+    principal = authorize(request, BUYERS)
     shard_id = shard_of_entity(client_of(request), hold_id, "HOLD_NOT_FOUND")
     key = idempotency_key(request)
     reply = await call_shard(request, shard_id, ReleaseHold(principal.user_id, hold_id, key),

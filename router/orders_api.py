@@ -16,7 +16,7 @@ from starlette.responses import Response
 from actors.inventory.commands import RefundOrder, TransferTicket
 from actors.inventory.results import OrderView, TicketView, TransferView
 from actors.protocol import EventDocument, GetEvent, GetOrder, GetTicket, GetUserTickets, PaymentRecord, RecordPayment
-from router.auth import AnyRole, Buyer
+from router.auth import ANY_ROLE, BUYERS, authorize
 from router.deps import call_shard, client_of, idempotency_key, parse_body, settings_of, shard_of_entity
 from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
@@ -48,14 +48,16 @@ def _owner(principal: Any) -> str | None:
 
 
 @router.get("/v1/orders/{order_id}", summary="One of your orders, with its tickets", responses={404: PROBLEM})
-async def get_order(request: Request, order_id: UUID, principal: Buyer) -> JSONBody:
+async def get_order(request: Request, order_id: UUID) -> JSONBody:
+    principal = authorize(request, BUYERS)
     shard_id = shard_of_entity(client_of(request), order_id, "ORDER_NOT_FOUND")
     reply = await call_shard(request, shard_id, GetOrder(order_id, _owner(principal)), read=True)
     return JSONBody(order_with_codes(request, expect(reply, OrderView, "ORDER_NOT_FOUND", 1)))
 
 
 @router.get("/v1/tickets/{ticket_id}", summary="One of your tickets, with its code", responses={404: PROBLEM})
-async def get_ticket(request: Request, ticket_id: UUID, principal: Buyer) -> JSONBody:
+async def get_ticket(request: Request, ticket_id: UUID) -> JSONBody:
+    principal = authorize(request, BUYERS)
     return JSONBody(with_code(request, await _ticket(request, ticket_id, principal)))
 
 
@@ -68,13 +70,15 @@ async def _ticket(request: Request, ticket_id: UUID, principal: Any) -> TicketVi
 
 @router.get("/v1/tickets/{ticket_id}/qr.png", summary="QR image (PNG) of a ticket's code",
             response_class=Response, responses={200: {"content": {"image/png": {}}}, 404: PROBLEM})
-async def ticket_png(request: Request, ticket_id: UUID, principal: Buyer) -> Response:
+async def ticket_png(request: Request, ticket_id: UUID) -> Response:
+    principal = authorize(request, BUYERS)
     return await _qr(request, ticket_id, principal, "png", "image/png")
 
 
 @router.get("/v1/tickets/{ticket_id}/qr.svg", summary="QR image (SVG) of a ticket's code",
             response_class=Response, responses={200: {"content": {"image/svg+xml": {}}}, 404: PROBLEM})
-async def ticket_svg(request: Request, ticket_id: UUID, principal: Buyer) -> Response:
+async def ticket_svg(request: Request, ticket_id: UUID) -> Response:
+    principal = authorize(request, BUYERS)
     return await _qr(request, ticket_id, principal, "svg", "image/svg+xml")
 
 
@@ -86,8 +90,9 @@ async def _qr(request: Request, ticket_id: UUID, principal: Any, kind: str, medi
 
 
 @router.get("/v1/me/tickets", summary="Your tickets, newest last")
-async def my_tickets(request: Request, principal: Buyer, event_id: UUID | None = None,
+async def my_tickets(request: Request, event_id: UUID | None = None,
                      cursor: UUID | None = None, limit: int = Query(50, ge=1)) -> JSONBody:
+    principal = authorize(request, BUYERS)
     settings = settings_of(request)
     if limit > settings.me_tickets_page_max:
         raise ApiError(422, "VALIDATION_ERROR", f"limit must be at most {settings.me_tickets_page_max}")
@@ -106,7 +111,8 @@ async def my_tickets(request: Request, principal: Buyer, event_id: UUID | None =
 
 @router.post("/v1/tickets/{ticket_id}/transfer", status_code=201, summary="Give a ticket to another user",
              responses={404: PROBLEM, 409: PROBLEM, 410: PROBLEM, 422: PROBLEM})
-async def transfer(request: Request, ticket_id: UUID, principal: Buyer) -> JSONBody:
+async def transfer(request: Request, ticket_id: UUID) -> JSONBody:
+    principal = authorize(request, BUYERS)
     shard_id = shard_of_entity(client_of(request), ticket_id, "TICKET_NOT_FOUND")
     body = await parse_body(request, TransferBody)
     if body.to == principal.user_id:
@@ -121,7 +127,8 @@ async def transfer(request: Request, ticket_id: UUID, principal: Buyer) -> JSONB
 
 @router.post("/v1/orders/{order_id}/refund", summary="Refund an order (owner before the event, or organizer)",
              responses={403: PROBLEM, 404: PROBLEM, 409: PROBLEM})
-async def refund(request: Request, order_id: UUID, principal: AnyRole) -> JSONBody:
+async def refund(request: Request, order_id: UUID) -> JSONBody:
+    principal = authorize(request, ANY_ROLE)
     if principal.role == "validator":
         raise ApiError(403, "FORBIDDEN", "validators do not refund orders")
     shard_id = shard_of_entity(client_of(request), order_id, "ORDER_NOT_FOUND")

@@ -5,9 +5,13 @@ died before confirming, or the client never retried after a 502, someone must de
 `checkout_resolver_interval_s`, for holds pinned longer than `payment_timeout_s` (longer than any
 gateway call can last), the resolver looks the charge up by its key: a succeeded charge is
 confirmed (tickets issued) — or refunded if the hold can no longer be confirmed — and anything
-else fails the hold, putting its inventory back on sale. It also retries refunds recorded as
-pending. Every step is idempotent (keys per hold), so two router workers resolving the same hold
-cannot double anything; a short Redis lock per shard only avoids the duplicate work.
+else fails the hold, putting its inventory back on sale. A charge call that timed out may still
+land at the gateway after that (a provider finishes what it started), so a hold failed for want of
+a charge leaves a `payments` row in status `unknown`; later passes look that charge up again and
+refund it if it appeared, until `UNKNOWN_CHARGE_HORIZON` timeouts have passed. The resolver also
+retries refunds recorded as pending. Every step is idempotent (keys per hold), so two router
+workers resolving the same hold cannot double anything; a short Redis lock per shard only avoids
+the duplicate work.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from actors.inventory.holds import HoldStatus
 from actors.inventory.results import HoldItem, HoldView, OrderView, Rejection
 from actors.protocol import CompleteCheckout, PaymentRecord, RecordPayment
 from cluster.settings import Settings
-from router.checkout import charge_key, payment_record, refund_key
+from router.checkout import charge_key, payment_record, refund_key, settled_order
 from router.payments import PaymentGateway
 from router.runtime import Runtime
 from router.shard_client import ShardClient
@@ -34,6 +38,9 @@ log = logging.getLogger(__name__)
 
 RESOLVED = Counter("ticketing_checkout_resolutions_total", "Pinned holds settled by the resolver.", ["result"])
 HOLDS_PER_PASS_MAX = 100
+# How many payment timeouts a charge whose outcome was unknown is looked up again before the
+# resolver concludes it never happened.
+UNKNOWN_CHARGE_HORIZON = 10
 LOCK_KEY = "ticketing:resolver:{shard}"
 
 
@@ -89,6 +96,16 @@ class CheckoutResolver:
             self.settings.checkout_resolver_interval_s, HOLDS_PER_PASS_MAX)
         for row in pending:
             await self.retry_refund(shard_id, row)
+        unknown = await pool.fetch(
+            """SELECT p.*, h.user_id AS owner, h.quantity, h.total_cents, h.expires_at,
+                      p.created_at < now() - make_interval(secs => $2) AS past_horizon
+               FROM payments p JOIN holds h USING (hold_id)
+               WHERE p.kind = 'charge' AND p.status = 'unknown'
+                 AND p.updated_at < now() - make_interval(secs => $1) LIMIT $3""",
+            self.settings.payment_timeout_s, self.settings.payment_timeout_s * UNKNOWN_CHARGE_HORIZON,
+            HOLDS_PER_PASS_MAX)
+        for row in unknown:
+            await self.recheck_charge(shard_id, row)
 
     async def resolve_hold(self, shard_id: int, row: Any) -> None:
         hold = HoldView(row["hold_id"], row["event_id"], HoldStatus.PAYMENT_PENDING, row["expires_at"].timestamp(),
@@ -98,9 +115,10 @@ class CheckoutResolver:
         charge = await self.gateway.lookup(charge_key(hold.hold_id))
         gateway = self.settings.payment_gateway
         if charge is None or charge.status != "succeeded":
-            if charge is not None:
-                record = payment_record(hold, user_id, gateway, charge_key(hold.hold_id), charge, "charge", "declined")
-                await self.client.apply(shard_id, RecordPayment(record), retryable=True)
+            # Declined: settled. Not found: maybe never, maybe still landing — look again later.
+            status = "unknown" if charge is None else "declined"
+            record = payment_record(hold, user_id, gateway, charge_key(hold.hold_id), charge, "charge", status)
+            await self.client.apply(shard_id, RecordPayment(record), retryable=True)
             await self.client.apply(shard_id, FailCheckout(user_id, hold.hold_id, f"resolver:{hold.hold_id}:fail"),
                                     retryable=True)
             RESOLVED.labels("failed").inc()
@@ -114,6 +132,9 @@ class CheckoutResolver:
             RESOLVED.labels("confirmed").inc()
             return
         if isinstance(reply, Rejection):
+            if await settled_order(self.client, shard_id, hold.hold_id, user_id) is not None:
+                RESOLVED.labels("confirmed_elsewhere").inc()  # the checkout itself won the race
+                return
             await self._refund(shard_id, hold, user_id, charge)
             RESOLVED.labels("refunded").inc()
 
@@ -126,6 +147,26 @@ class CheckoutResolver:
             status = "pending"
         record = payment_record(hold, user_id, self.settings.payment_gateway, refund_key(hold.hold_id), charge,
                                 "refund", status)
+        await self.client.apply(shard_id, RecordPayment(record), retryable=True)
+
+    async def recheck_charge(self, shard_id: int, row: Any) -> None:
+        """A hold was failed because its charge was not found; refund the charge if it landed since."""
+        hold = HoldView(row["hold_id"], row["event_id"], HoldStatus.FAILED, row["expires_at"].timestamp(),
+                        (), row["total_cents"], row["currency"].strip())
+        charge = await self.gateway.lookup(row["idempotency_key"])
+        gateway = self.settings.payment_gateway
+        if charge is not None and charge.status == "succeeded":
+            if await settled_order(self.client, shard_id, hold.hold_id, row["owner"]) is None:
+                await self._refund(shard_id, hold, row["owner"], charge)
+                RESOLVED.labels("late_charge_refunded").inc()
+            status = "succeeded"
+        elif charge is not None:
+            status = "declined"
+        elif row["past_horizon"]:
+            status = "failed"  # no charge appeared in all that time: it never happened
+        else:
+            return
+        record = payment_record(hold, row["owner"], gateway, row["idempotency_key"], charge, "charge", status)
         await self.client.apply(shard_id, RecordPayment(record), retryable=True)
 
     async def retry_refund(self, shard_id: int, row: Any) -> None:

@@ -86,7 +86,8 @@ def _chain_shutdown_signals() -> dict[int, Any]:
 
 
 @asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Entered by the app's lifespan (router/app.py)."""
     global _shutting_down
     _shutting_down = False
     previous = _chain_shutdown_signals()
@@ -98,7 +99,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             signal.signal(signum, handler)
 
 
-router = APIRouter(tags=["events"], lifespan=_lifespan)
+router = APIRouter(tags=["events"])
 
 
 # Seat stream ------------------------------------------------------------------------------------

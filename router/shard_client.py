@@ -22,6 +22,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from actors.wire import decode_replies, encode_requests
 from cluster.settings import Settings
 from router.runtime import Runtime
 
@@ -66,6 +67,7 @@ class _Lane:
         self.client = client
         self.shard_id = shard_id
         self.kind = kind
+        self.method = f"{kind}_wire"  # apply_wire / read_wire: the compact encoding of actors.wire
         settings = client.settings
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=settings.shard_queue_depth_max)
         self.slots = asyncio.Semaphore(CALLS_IN_FLIGHT_MAX)
@@ -108,8 +110,9 @@ class _Lane:
         started = time.perf_counter()
         try:
             handle = self.client.runtime.actor(self.shard_id)
-            method = getattr(handle, self.kind)
-            replies = await asyncio.wait_for(method.remote([p.request for p in batch]), settings.actor_call_timeout_s)
+            method = getattr(handle, self.method)
+            wire = encode_requests([pending.request for pending in batch])
+            replies = decode_replies(await asyncio.wait_for(method.remote(wire), settings.actor_call_timeout_s))
         except TimeoutError:
             REJECTED.labels(shard, "timeout").inc()
             self._fail(batch, ShardUnavailable(f"shard {shard} did not answer in {settings.actor_call_timeout_s} s"))

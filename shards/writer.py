@@ -15,6 +15,7 @@ The audit log keeps every transition, in order, not just the net effect.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +42,8 @@ from actors.inventory.changes import (
 )
 from shards.codec import ResultCodec
 from shards.events import insert_event, update_event
+
+TIMESTAMPS_CACHED_MAX = 4096
 
 
 class EventRowsCreated(NamedTuple):
@@ -90,7 +93,10 @@ class Diverged(Exception):
     """The database disagrees with the actor's memory (a guarded update matched fewer rows)."""
 
 
+@functools.lru_cache(maxsize=TIMESTAMPS_CACHED_MAX)
 def timestamp(at_s: float) -> datetime:
+    # Every command of one apply call shares its `now_s`, so a batch repeats a few timestamps
+    # thousands of times; building a datetime per row was 2.5% of the actor's time (measured).
     return datetime.fromtimestamp(at_s, UTC)
 
 

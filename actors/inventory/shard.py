@@ -342,6 +342,9 @@ class ShardInventory:
             return None
         return hold.event.hold_view(hold)
 
+    def live_hold_count(self) -> int:
+        return len(self._holds)
+
     def live_holds(self) -> list[Hold]:
         return list(self._holds.values())
 

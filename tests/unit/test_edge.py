@@ -95,3 +95,36 @@ def test_metrics_are_prometheus_text() -> None:
     response = call("GET", "/metrics")
     assert response.status_code == 200
     assert "ticketing_http_requests_total" in response.text
+
+
+def test_a_cached_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verified tokens are cached per worker, but a cached one is refused once it expires."""
+    import time as clock
+
+    from router.auth import CLOCK_SKEW_S, TokenVerifier
+    from router.errors import ApiError
+
+    verifier = TokenVerifier(Settings(jwt_secret=SECRET, data_dir=DATA_DIR))
+    token = issue_token(SECRET, "alice", "buyer", 60)
+    assert verifier.verify(token).user_id == "alice"
+    assert verifier.verify(token).user_id == "alice"  # from the cache
+    later = clock.time() + 60 + CLOCK_SKEW_S + 1
+    monkeypatch.setattr("router.auth.time.time", lambda: later)
+    monkeypatch.setattr("jwt.api_jwt.datetime", _FrozenDatetime(later))
+    with pytest.raises(ApiError) as refused:
+        verifier.verify(token)
+    assert refused.value.code == "UNAUTHENTICATED"
+
+
+class _FrozenDatetime:
+    """Stands in for the datetime module PyJWT reads `now` from."""
+
+    def __init__(self, now_s: float) -> None:
+        import datetime
+
+        self._now = datetime.datetime.fromtimestamp(now_s, datetime.UTC)
+        self.timezone = datetime.timezone
+        self.timedelta = datetime.timedelta
+
+    def now(self, tz: object = None) -> object:
+        return self._now
