@@ -17,6 +17,10 @@ KEY_BYTES = 16
 _EMPTY = -1
 # Linear probing stays short (≈2.5 probes on a hit) up to this load; beyond it we double.
 _LOAD_MAX = 0.75
+# An initialised BLAKE2b-128 state: copying it and feeding the id gives the same digest as
+# ``hashlib.blake2b(data, digest_size=16)`` in 0.35 µs instead of 0.56 µs (no keyword parsing or
+# parameter block set-up per call). Every hold of a new user pays this once.
+USER_KEY_STATE = hashlib.blake2b(digest_size=KEY_BYTES)
 
 
 def user_key(user_id: str) -> bytes:
@@ -26,7 +30,9 @@ def user_key(user_id: str) -> bytes:
     the same 16 bytes. The core never needs the string back: changes carry the ``user_id`` taken
     from the command that caused them. A collision needs ~2^64 users (birthday bound).
     """
-    return hashlib.blake2b(user_id.encode(), digest_size=KEY_BYTES).digest()
+    state = USER_KEY_STATE.copy()
+    state.update(user_id.encode())
+    return state.digest()
 
 
 class KeyTable:
@@ -38,16 +44,18 @@ class KeyTable:
     for events that never sell out.
     """
 
-    __slots__ = ("_count", "_keys", "_mask", "_slots")
+    __slots__ = ("_count", "_grow_at", "_keys", "_load_max", "_mask", "_slots")
 
-    def __init__(self, expected_count: int = 0) -> None:
+    def __init__(self, expected_count: int = 0, load_max: float = _LOAD_MAX) -> None:
         self._keys = bytearray()
         self._count = 0
         size = 8
-        while size * _LOAD_MAX < expected_count:
+        while size * load_max < expected_count:
             size *= 2
         self._slots = array("i", [_EMPTY]) * size
         self._mask = size - 1
+        self._load_max = load_max
+        self._grow_at = self._mask * load_max  # add() grows before the count exceeds this
 
     def __len__(self) -> int:
         return self._count
@@ -69,12 +77,37 @@ class KeyTable:
                 return serial
             index = (index + 1) & mask
 
+    def find_slot(self, key: bytes) -> int:
+        """Like :meth:`find`, but a miss returns ``-2 - index`` of the empty slot the probe ended
+        on (always < -1), which :meth:`add_at` fills without hashing and probing a second time.
+        A hold by a new user looks the user up first and adds them only once admitted."""
+        keys, slots, mask = self._keys, self._slots, self._mask
+        index = hash(key) & mask
+        while True:
+            serial = slots[index]
+            if serial == _EMPTY:
+                return -2 - index
+            offset = serial * KEY_BYTES
+            if keys[offset : offset + KEY_BYTES] == key:
+                return serial
+            index = (index + 1) & mask
+
+    def add_at(self, key: bytes, missed: int) -> int:
+        """Append ``key`` where ``find_slot(key)`` just returned ``missed``, with no add between."""
+        serial = self._count
+        if serial + 1 > self._grow_at or len(key) != KEY_BYTES:
+            return self.add(key)  # growing moves every key; add() probes the new array
+        self._keys += key
+        self._count = serial + 1
+        self._slots[-2 - missed] = serial
+        return serial
+
     def add(self, key: bytes) -> int:
         """Append ``key`` (the caller has checked it is new) and return its serial."""
         if len(key) != KEY_BYTES:
             raise ValueError(f"keys are {KEY_BYTES} bytes, got {len(key)}")
         serial = self._count
-        if serial + 1 > self._mask * _LOAD_MAX:
+        if serial + 1 > self._grow_at:
             self._grow()
         self._keys += key
         self._count = serial + 1
@@ -98,18 +131,23 @@ class KeyTable:
     def memory_bytes(self) -> int:
         return len(self._keys) + len(self._slots) * self._slots.itemsize
 
-    def _place(self, key: bytes, serial: int) -> None:
-        slots, mask = self._slots, self._mask
-        index = hash(key) & mask
-        while slots[index] != _EMPTY:
-            index = (index + 1) & mask
-        slots[index] = serial
-
     def _grow(self) -> None:
+        """Double the slot array and re-insert every key, in one inlined loop.
+
+        Runs inside the command that crosses the load limit (14 times up to 50k users), so it is
+        on the hot path: slicing one ``bytes`` snapshot costs one copy per key where
+        ``bytes(bytearray[...])`` cost two, and the probe is inlined rather than a method call.
+        """
         size = len(self._slots) * 2
-        self._slots = array("i", [_EMPTY]) * size
-        self._mask = size - 1
-        keys = self._keys
+        slots = array("i", [_EMPTY]) * size
+        mask = size - 1
+        data = bytes(self._keys)
         for serial in range(self._count):
             offset = serial * KEY_BYTES
-            self._place(bytes(keys[offset : offset + KEY_BYTES]), serial)
+            index = hash(data[offset : offset + KEY_BYTES]) & mask
+            while slots[index] != _EMPTY:
+                index = (index + 1) & mask
+            slots[index] = serial
+        self._slots = slots
+        self._mask = mask
+        self._grow_at = mask * self._load_max

@@ -11,12 +11,13 @@ Both raise :class:`InvariantViolation` (never a bare assert, which ``python -O``
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable
 
 from actors.inventory.errors import invariant
 from actors.inventory.event import EventInventory
-from actors.inventory.holds import Hold
+from actors.inventory.holds import LIVE_HOLD_STATUSES, Hold
 from actors.inventory.layout import Section
 from actors.inventory.seating import BLOCKED, HELD, SOLD
 
@@ -24,44 +25,67 @@ from actors.inventory.seating import BLOCKED, HELD, SOLD
 def check_section(event: EventInventory, section: Section) -> None:
     index = section.index
     held, sold, blocked = event.held[index], event.sold[index], event.blocked[index]
-    invariant(held >= 0 and sold >= 0, "%s: negative counter held=%d sold=%d", section.section_id, held, sold)
-    invariant(
-        held + sold + blocked <= section.capacity,
-        "%s: held %d + sold %d + blocked %d > capacity",
-        section.section_id,
-        held,
-        sold,
-        blocked,
-    )
+    # One comparison on the passing path; invariant() is called only to raise its message.
+    if held < 0 or sold < 0 or held + sold + blocked > section.capacity:
+        invariant(held >= 0 and sold >= 0, "%s: negative counter held=%d sold=%d", section.section_id, held, sold)
+        invariant(
+            held + sold + blocked <= section.capacity,
+            "%s: held %d + sold %d + blocked %d > capacity",
+            section.section_id,
+            held,
+            sold,
+            blocked,
+        )
 
 
 def check_hold(event: EventInventory, hold: Hold) -> None:
     """A live hold owns its seats exclusively; an ended one owns none; the user's count and the
-    touched sections stay in range."""
-    invariant(event.user_units[hold.user] >= 0, "negative per-user count")
+    touched sections stay in range.
+
+    Runs after every hold command, so the passing path avoids calls: ``invariant`` is reached only
+    when a condition fails, and a run of seats in one section checks that section once.
+    """
+    if event.user_units[hold.user] < 0:
+        invariant(False, "negative per-user count")
     if hold.pool is not None:
         check_section(event, hold.pool)
         return
-    status, ref, slot, live = event.seat_status, event.seat_ref, hold.slot, hold.live
-    section_of = event.layout.section_of
+    status, ref, slot = event.seat_status, event.seat_ref, hold.slot
+    live = hold.status in LIVE_HOLD_STATUSES
+    seated, starts = event.layout.seated, event.layout.seated_starts
+    checked = None
     for seat_no in hold.seat_nos:
         owned = status[seat_no] == HELD and ref[seat_no] == slot
-        invariant(owned == live, "seat %d: held=%s but hold %s is %s", seat_no, owned, hold.hold_id, hold.status)
-        check_section(event, section_of(seat_no))
+        if owned != live:
+            invariant(False, "seat %d: held=%s but hold %s is %s", seat_no, owned, hold.hold_id, hold.status)
+        section = seated[bisect_right(starts, seat_no) - 1]  # layout.section_of, inlined
+        if section is not checked:
+            check_section(event, section)
+            checked = section
 
 
 def check_tickets(event: EventInventory, serials: Iterable[int]) -> None:
-    """Each live seated ticket is the one ticket its sold seat points at."""
+    """Each live seated ticket is the one ticket its sold seat points at. Like ``check_hold``,
+    the passing path makes no call but one ``check_section`` per run of tickets in a section."""
     book = event.tickets
+    seats, owners, units = book.seat, book.owner, event.user_units
+    status, ref, sections = event.seat_status, event.seat_ref, event.layout.sections
+    seated, starts = event.layout.seated, event.layout.seated_starts
+    checked = None
     for serial in serials:
-        seat_no = book.seat[serial]
-        invariant(event.user_units[book.owner[serial]] >= 0, "negative per-user count")
+        seat_no = seats[serial]
+        if units[owners[serial]] < 0:
+            invariant(False, "negative per-user count")
         if seat_no < 0:
-            check_section(event, event.layout.sections[-1 - seat_no])
-            continue
-        points_here = event.seat_status[seat_no] == SOLD and event.seat_ref[seat_no] == serial
-        invariant(points_here == book.is_live(serial), "ticket %d and seat %d disagree", serial, seat_no)
-        check_section(event, event.layout.section_of(seat_no))
+            section = sections[-1 - seat_no]
+        else:
+            points_here = status[seat_no] == SOLD and ref[seat_no] == serial
+            if points_here != book.is_live(serial):
+                invariant(False, "ticket %d and seat %d disagree", serial, seat_no)
+            section = seated[bisect_right(starts, seat_no) - 1]  # layout.section_of, inlined
+        if section is not checked:
+            check_section(event, section)
+            checked = section
 
 
 def check_all(event: EventInventory) -> None:

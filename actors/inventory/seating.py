@@ -32,17 +32,38 @@ def centre_order(length: int) -> tuple[int, ...]:
 def pick_best(status: bytearray, section: Section, quantity: int, first_row: int) -> list[int] | None:
     """The ``quantity`` best available seats of ``section`` (not necessarily together), or None."""
     chosen: list[int] = []
-    for row in range(first_row, len(section.row_starts)):
-        start = section.row_starts[row]
-        length = section.row_lengths[row]
-        if status.find(_AVAILABLE_BYTE, start, start + length) == -1:
-            continue
-        for offset in centre_order(length):
-            if status[start + offset] == AVAILABLE:
-                chosen.append(start + offset)
-                if len(chosen) == quantity:
-                    return chosen
+    starts, lengths = section.row_starts, section.row_lengths
+    for row in range(first_row, len(starts)):
+        if _pick_in_row(status, starts[row], lengths[row], quantity, chosen):
+            return chosen
     return None
+
+
+def _pick_in_row(status: bytearray, start: int, length: int, quantity: int, chosen: list[int]) -> bool:
+    """Append the row's available seats to ``chosen`` in ``centre_order`` until it holds
+    ``quantity``; True once it does.
+
+    Same order as walking ``centre_order(length)`` and testing each seat, but the walk skipped
+    every taken seat one by one in Python, and seats sell from the centre out, so a half-sold row
+    cost ~50 steps per request. Here two C-speed searches (``rfind`` leftwards from the centre,
+    ``find`` rightwards) jump straight to the nearest free seat on each side, and the two
+    sequences are merged by doubled distance to the centre, ties to the left (lower) seat.
+    """
+    twice_centre = length - 1
+    split = start + twice_centre // 2 + 1  # offsets left of split are at or left of the centre
+    end = start + length
+    left = status.rfind(_AVAILABLE_BYTE, start, split)
+    right = status.find(_AVAILABLE_BYTE, split, end)
+    while left != -1 or right != -1:
+        if right == -1 or (left != -1 and twice_centre - 2 * (left - start) <= 2 * (right - start) - twice_centre):
+            chosen.append(left)
+            left = status.rfind(_AVAILABLE_BYTE, start, left)
+        else:
+            chosen.append(right)
+            right = status.find(_AVAILABLE_BYTE, right + 1, end)
+        if len(chosen) == quantity:
+            return True
+    return False
 
 
 def pick_adjacent(status: bytearray, section: Section, quantity: int, first_row: int) -> list[int] | None:

@@ -9,8 +9,10 @@ exactly like any other command. Nothing here reads a clock or generates an id.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -55,6 +57,9 @@ from actors.inventory.results import (
 from actors.inventory.sales import EventSettings
 
 _NOT_FOUND = -1
+# expire_due pops this many due holds one by one before it sorts the heap instead (_pop_due).
+_POPS_BEFORE_SORT = 256
+_new = tuple.__new__
 _H = TypeVar("_H", HoldSeats, HoldGeneralAdmission, HoldBestAvailable)
 
 
@@ -79,8 +84,11 @@ class ShardInventory:
         # reference machine) and a hold touches these dicts three times.
         self._holds: dict[int, Hold] = {}  # live holds (held, payment_pending)
         self._closed: OrderedDict[int, Hold] = OrderedDict()
-        # (expires_at_s, sequence, hold): the sequence breaks ties so holds are never compared.
-        self._expiry: list[tuple[float, int, Hold]] = []
+        # (expires_at_s, sequence, hold_id.int): the sequence breaks ties in arrival order. The
+        # entry names the hold by its index key rather than holding the object: a tuple of plain
+        # numbers is untracked by the garbage collector after its first pass, so the heap (one
+        # entry per hold ever taken until it is popped) adds nothing to later full collections.
+        self._expiry: list[tuple[float, int, int]] = []
         self._sequence = itertools.count()
         self._handlers: dict[type[Any], Callable[[Any, float], Outcome]] = {
             HoldSeats: self._hold_seats,
@@ -121,14 +129,35 @@ class ShardInventory:
         return handler(command, now_s)
 
     def expire_due(self, now_s: float) -> list[Outcome]:
-        """Expire every held hold with ``expires_at_s <= now_s``: O(k log n) for k due holds."""
+        """Expire every held hold with ``expires_at_s <= now_s``, in (expires_at_s, arrival) order:
+        O(k log n) for k due holds, or one C sort when many are due (see ``_pop_due``)."""
         outcomes = []
-        heap = self._expiry
-        while heap and heap[0][0] <= now_s:
-            expires_at_s, _, hold = heapq.heappop(heap)
-            if hold.status is HoldStatus.HELD and hold.expires_at_s == expires_at_s:
+        holds = self._holds
+        for expires_at_s, _, hold_key in self._pop_due(now_s):
+            hold = holds.get(hold_key)  # None once ended: only live holds are in the index
+            if hold is not None and hold.status is HoldStatus.HELD and hold.expires_at_s == expires_at_s:
                 outcomes.append(self.apply(ExpireHold(hold.hold_id), now_s))
         return outcomes
+
+    def _pop_due(self, now_s: float) -> list[tuple[float, int, int]]:
+        """Remove and return the due heap entries, smallest first.
+
+        A tick normally finds a few due holds: ``heappop`` each. After a stall or a restart
+        thousands are due at once, and 50k heappops (Python-level calls, ~16 tuple comparisons
+        each) cost more than sorting the whole heap in C: a sorted list is a valid heap, so the
+        due entries are then one prefix and the rest stays a heap.
+        """
+        heap = self._expiry
+        due: list[tuple[float, int, int]] = []
+        while heap and heap[0][0] <= now_s:
+            if len(due) == _POPS_BEFORE_SORT:
+                heap.sort()
+                cut = bisect.bisect_right(heap, (now_s, math.inf))
+                due += heap[:cut]
+                del heap[:cut]
+                break
+            due.append(heapq.heappop(heap))
+        return due
 
     def _apply_once(
         self, command: UserCommand, key: str, handler: Callable[[Any, float], Outcome], now_s: float
@@ -152,8 +181,9 @@ class ShardInventory:
         return Outcome(result, (*outcome.changes, IdempotencyRecorded(command.user_id, key, request, result, now_s)))
 
     def _track(self, hold: Hold) -> None:
-        self._holds[hold.hold_id.int] = hold
-        heapq.heappush(self._expiry, (hold.expires_at_s, next(self._sequence), hold))
+        hold_key = hold.hold_id.int
+        self._holds[hold_key] = hold
+        heapq.heappush(self._expiry, (hold.expires_at_s, next(self._sequence), hold_key))
 
     def _close(self, hold: Hold) -> None:
         del self._holds[hold.hold_id.int]
@@ -184,9 +214,11 @@ class ShardInventory:
         placed = place(event, command, now_s, self.limits.hold_items_max)
         if isinstance(placed, Rejection):
             return Outcome(placed)
-        hold, changes = placed
-        self._track(hold)
-        return Outcome(event.hold_view(hold), tuple(changes))
+        hold, changes, view = placed
+        self._holds[hold_key] = hold
+        heapq.heappush(self._expiry, (hold.expires_at_s, next(self._sequence), hold_key))  # _track, inlined
+        # tuple.__new__ skips Outcome's generated __new__ (see holding.py); ``replayed`` is False.
+        return _new(Outcome, (view, changes, False))
 
     def _owned_hold(self, hold_id: UUID, user_id: str) -> Hold | Rejection:
         hold = self._holds.get(hold_id.int) or self._closed.get(hold_id.int)
@@ -199,7 +231,7 @@ class ShardInventory:
     ) -> Outcome:
         changes = holding.end_hold(hold, to_status, actor, now_s)
         self._close(hold)
-        return Outcome(rejection or hold.event.hold_view(hold), tuple(changes))
+        return _new(Outcome, (rejection or hold.event.hold_view(hold), changes, False))
 
     def _release(self, command: ReleaseHold, now_s: float) -> Outcome:
         hold = self._owned_hold(command.hold_id, command.user_id)
@@ -240,7 +272,7 @@ class ShardInventory:
                 Rejection(ErrorCode.HOLD_EXPIRED, "the hold has expired"),
             )
         changes = holding.pin_hold(hold, command.user_id, now_s)
-        return Outcome(hold.event.hold_view(hold), tuple(changes))
+        return _new(Outcome, (hold.event.hold_view(hold), changes, False))
 
     def _pinned_hold(self, hold_id: UUID, user_id: str) -> Hold | Rejection:
         hold = self._owned_hold(hold_id, user_id)
