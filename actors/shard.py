@@ -15,6 +15,7 @@ bug: the process exits and Ray restarts it, and recovery rebuilds from Postgres.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -54,6 +55,11 @@ COMMIT_QUEUE_BATCHES_MAX = 1024
 DB_POOL_SIZE_MIN = 2
 START_ATTEMPTS_MAX = 30
 START_RETRY_S = 1.0
+# The actor allocates a few short-lived objects per command and keeps millions of long-lived ones
+# (holds, the recovered state). Collecting the youngest generation every 700 allocations (the
+# default) spent 6-9% of a hold in the collector (measured), and every full collection would walk
+# the recovered heap, which `gc.freeze` moves out of the collector's sight after each recovery.
+GC_YOUNG_THRESHOLD = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +94,7 @@ class EventShard:
         self._start_task: asyncio.Task[None] | None = None
         self._ready: asyncio.Event | None = None
         self._timer: asyncio.Task[None] | None = None
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     def _limits(self) -> InventoryLimits:
         bounds = self.bounds
@@ -143,10 +150,13 @@ class EventShard:
 
     async def _recover(self) -> None:
         started = time.perf_counter()
+        gc.unfreeze()  # the state being replaced must become collectable (holds and events form cycles)
         restored = await restore_shard(self.pool, self.config, self._limits(), self.holder,
                                        self.bounds.get("recovery_timeout_s", 120.0))
         self.inventory, self.documents = restored.inventory, restored.documents
         self.epoch, self.idempotency_complete = restored.epoch, restored.idempotency_complete
+        gc.collect()
+        gc.freeze()
         elapsed = time.perf_counter() - started
         self.metrics.recovery_seconds.set(elapsed)
         self.metrics.recoveries.inc()
