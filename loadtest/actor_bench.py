@@ -50,6 +50,7 @@ for _name, _value in (("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"), ("RAY_AUTH_MOD
 
 from actors.inventory.commands import HoldGeneralAdmission  # noqa: E402
 from actors.inventory.results import HoldView  # noqa: E402
+from actors.wire import decode_replies, encode_requests  # noqa: E402
 
 ACTOR_NAMESPACE = "ticketing-bench"
 GA_CAPACITY = 1_000_000_000
@@ -332,7 +333,9 @@ async def drive(handle: Any, event_id: uuid.UUID, prefix: str, callers: int, bat
                 commands.append(HoldGeneralAdmission(event_id, f"{prefix}-{number}-{serial}", new_id(slot), "floor", 1))
                 serial += 1
             started = time.perf_counter()
-            replies = await asyncio.wait_for(handle.apply.remote(commands), CALL_TIMEOUT_S)
+            # The router's path: the compact wire encoding (actors/wire.py), encoded and decoded here.
+            wire = await asyncio.wait_for(handle.apply_wire.remote(encode_requests(commands)), CALL_TIMEOUT_S)
+            replies = decode_replies(wire)
             latencies.append(time.perf_counter() - started)
             ok = sum(1 for reply in replies if type(reply) is HoldView)
             counts[0] += ok

@@ -29,7 +29,9 @@ from router.runtime import Runtime
 log = logging.getLogger(__name__)
 
 # Calls per lane in flight at once: enough to hide the Ray round trip, few enough that batches form.
-CALLS_IN_FLIGHT_MAX = 4
+# Each actor call costs ~0.1-0.2 ms of router CPU in Ray's client (measured: 11% of the event loop
+# at 4 in flight, batches of 16); 2 in flight lets batches grow while one call is out.
+CALLS_IN_FLIGHT_MAX = 2
 # Retries of a safe request after the actor died; Ray restarts the actor and recovery takes ~1-2 s.
 RETRIES_MAX = 5
 RETRY_BACKOFF_S = (0.05, 0.2, 0.5, 1.0, 2.0)

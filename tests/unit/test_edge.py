@@ -128,3 +128,56 @@ class _FrozenDatetime:
 
     def now(self, tz: object = None) -> object:
         return self._now
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("forgery", ["tampered-role", "alg-none", "padded", "future-iat"])
+def test_the_fast_hs256_path_refuses_forgeries(forgery: str) -> None:
+    """The router's own HS256 check must refuse whatever PyJWT would: a payload changed under
+    the original signature, an unsigned token, non-canonical encodings, tokens from the future."""
+    import orjson
+
+    from router.auth import TokenVerifier
+    from router.errors import ApiError
+
+    verifier = TokenVerifier(Settings(jwt_secret=SECRET, data_dir=DATA_DIR))
+    header, payload, signature = issue_token(SECRET, "mallory", "buyer", 60).split(".")
+    claims = orjson.loads(_b64_decode(payload))
+    if forgery == "tampered-role":
+        token = f"{header}.{_b64(orjson.dumps({**claims, 'role': 'admin'}))}.{signature}"
+    elif forgery == "alg-none":
+        token = f"{_b64(orjson.dumps({'alg': 'none', 'typ': 'JWT'}))}.{payload}."
+    elif forgery == "padded":
+        token = f"{header}.{payload}==.{signature}"
+    else:
+        future = {**claims, "iat": claims["iat"] + 3600}
+        token = jwt_encode(future)
+    with pytest.raises(ApiError) as refused:
+        verifier.verify(token)
+    assert refused.value.code == "UNAUTHENTICATED"
+
+
+def test_the_fast_path_agrees_with_pyjwt() -> None:
+    from router.auth import TokenVerifier
+
+    verifier = TokenVerifier(Settings(jwt_secret=SECRET, data_dir=DATA_DIR))
+    token = issue_token(SECRET, "ana", "organizer", 60)
+    fast = verifier._decode_hs256(token)
+    assert fast is not None and fast == verifier._decode_with_pyjwt(token)
+
+
+def _b64_decode(text: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def jwt_encode(claims: dict[str, Any]) -> str:
+    import jwt
+
+    return jwt.encode(claims, SECRET, algorithm="HS256")
