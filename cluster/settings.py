@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     me_tickets_page_max: int = Field(100, ge=1)
     revocations_page_max: int = Field(1000, ge=1)
     qr_cache_entries_max: int = Field(1024, ge=0)
+    # Rate limits (token buckets in Redis): per buyer, and per client address.
+    rate_limits: bool = True
+    rate_limit_user_per_s: float = Field(10.0, gt=0)
+    rate_limit_user_burst: int = Field(20, ge=1)
+    rate_limit_address_per_s: float = Field(2000.0, gt=0)
+    rate_limit_address_burst: int = Field(4000, ge=1)
     # Test-only fault hooks (e.g. kill the shard actor between charge and confirm); never in production.
     test_hooks: bool = False
     startup_timeout_s: float = Field(120.0, gt=0)

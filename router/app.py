@@ -22,6 +22,7 @@ from router.metrics import observe_payment_call
 from router.orders_api import router as orders_router
 from router.payments import build_gateway
 from router.queue_tokens import QueueTokens
+from router.ratelimit import RateLimiter
 from router.resolver import CheckoutResolver
 from router.runtime import Runtime
 from router.seat_stream import lifespan as seat_streams_lifespan
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         slow_delay_s=settings.gateway_slow_delay_s, on_call=observe_payment_call)
     app.state.ticket_codes = TicketCodes(settings.resolved_data_dir, settings.qr_cache_entries_max)
     resolver = CheckoutResolver(runtime, shard_client, gateway, settings)
+    app.state.rate_limiter = RateLimiter(runtime, settings)
     install_error_handlers(app)
     # The hot routes first: holds, then reads and checkout, then the rest. Routes are added to the
     # app's own list rather than with include_router, which in this FastAPI keeps each router as a

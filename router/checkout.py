@@ -34,6 +34,7 @@ from router.deps import call_shard, client_of, idempotency_key, parse_body, sett
 from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
 from router.payments import Charge, GatewayError, GatewayOutcomeUnknown, IdempotencyKeyReused
+from router.ratelimit import rate_limit
 from router.schemas import Strict
 from router.shard_client import ShardClient
 from router.views import expect, order_body, rejection_error
@@ -80,6 +81,7 @@ def payment_record(hold: HoldView, user_id: str, gateway: str, key: str, charge:
                         502: PROBLEM, 503: PROBLEM})
 async def checkout(request: Request, hold_id: UUID) -> JSONBody:
     principal = authorize(request, BUYERS)
+    await rate_limit(request, principal)
     shard_id = shard_of_entity(client_of(request), hold_id, "HOLD_NOT_FOUND")
     # Without a key, the hold itself is the key: a hold is checked out at most once.
     key = idempotency_key(request) or f"checkout:{hold_id}"

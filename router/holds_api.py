@@ -13,6 +13,7 @@ from router.auth import BUYERS, authorize
 from router.deps import call_shard, client_of, idempotency_key, parse_body, settings_of, shard_of_entity
 from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
+from router.ratelimit import rate_limit
 from router.schemas import HoldCreate
 from router.views import expect, hold_body
 from shards.slots import new_id, slot_of
@@ -39,6 +40,7 @@ def _command(body: HoldCreate, user_id: str, key: str | None) -> HoldSeats | Hol
              responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM, 503: PROBLEM})
 async def create_hold(request: Request) -> JSONBody:
     principal = authorize(request, BUYERS)
+    await rate_limit(request, principal)
     key = idempotency_key(request)
     body = await parse_body(request, HoldCreate)
     settings = settings_of(request)
@@ -68,6 +70,7 @@ async def get_hold(request: Request, hold_id: UUID) -> JSONBody:
                responses={401: PROBLEM, 404: PROBLEM, 409: PROBLEM, 503: PROBLEM})
 async def release_hold(request: Request, hold_id: UUID) -> JSONBody:
     principal = authorize(request, BUYERS)
+    await rate_limit(request, principal)
     shard_id = shard_of_entity(client_of(request), hold_id, "HOLD_NOT_FOUND")
     key = idempotency_key(request)
     reply = await call_shard(request, shard_id, ReleaseHold(principal.user_id, hold_id, key),

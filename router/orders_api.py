@@ -20,6 +20,7 @@ from router.auth import ANY_ROLE, BUYERS, authorize
 from router.deps import call_shard, client_of, idempotency_key, parse_body, settings_of, shard_of_entity
 from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
+from router.ratelimit import rate_limit
 from router.schemas import Strict
 from router.views import expect, order_body, ticket_body
 from shards.slots import new_id, slot_of_id
@@ -113,6 +114,7 @@ async def my_tickets(request: Request, event_id: UUID | None = None,
              responses={404: PROBLEM, 409: PROBLEM, 410: PROBLEM, 422: PROBLEM})
 async def transfer(request: Request, ticket_id: UUID) -> JSONBody:
     principal = authorize(request, BUYERS)
+    await rate_limit(request, principal)
     shard_id = shard_of_entity(client_of(request), ticket_id, "TICKET_NOT_FOUND")
     body = await parse_body(request, TransferBody)
     if body.to == principal.user_id:
@@ -129,6 +131,7 @@ async def transfer(request: Request, ticket_id: UUID) -> JSONBody:
              responses={403: PROBLEM, 404: PROBLEM, 409: PROBLEM})
 async def refund(request: Request, order_id: UUID) -> JSONBody:
     principal = authorize(request, ANY_ROLE)
+    await rate_limit(request, principal)
     if principal.role == "validator":
         raise ApiError(403, "FORBIDDEN", "validators do not refund orders")
     shard_id = shard_of_entity(client_of(request), order_id, "ORDER_NOT_FOUND")

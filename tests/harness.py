@@ -33,6 +33,8 @@ TEST_ENVIRONMENT = {
     "TICKETING_PAYMENT_TIMEOUT_S": "3",
     "TICKETING_CHECKOUT_RESOLVER_INTERVAL_S": "0.5",
     "TICKETING_TEST_HOOKS": "true",
+    # Tests reuse a few buyers for many requests; the rate-limit test sends more than this.
+    "TICKETING_RATE_LIMIT_USER_BURST": "40",
 }
 
 
