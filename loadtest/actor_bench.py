@@ -51,6 +51,7 @@ for _name, _value in (("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"), ("RAY_AUTH_MOD
 from actors.inventory.commands import HoldGeneralAdmission  # noqa: E402
 from actors.inventory.results import HoldView  # noqa: E402
 from actors.wire import decode_replies, encode_requests  # noqa: E402
+from loadtest.isolated import create_database, drop_database, start_isolated_shard  # noqa: E402
 
 ACTOR_NAMESPACE = "ticketing-bench"
 GA_CAPACITY = 1_000_000_000
@@ -113,55 +114,13 @@ def bench_environment(data_dir: str | None, *, environment: dict[str, str] | Non
 
 
 def new_database(base_dsn: str) -> str:
-    import asyncpg
-
-    from shards.migrate import apply_migrations, with_database
-
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-
-    async def create() -> None:
-        admin = await asyncpg.connect(with_database(base_dsn, "postgres"))
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        await apply_migrations(with_database(base_dsn, name), timeout_s=60)
-
-    asyncio.run(create())
-    return with_database(base_dsn, name)
-
-
-def drop_database(dsn: str) -> None:
-    import asyncpg
-
-    from shards.migrate import with_database
-
-    name = dsn.rsplit("/", 1)[1].split("?", 1)[0]
-
-    async def drop() -> None:
-        admin = await asyncpg.connect(with_database(dsn, "postgres"))
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-    asyncio.run(drop())
+    return create_database(base_dsn, "bench")
 
 
 def start_actor(dsn: str, **bounds: Any) -> Any:
     """An `EventShard` of our own with the same options `cluster.raycluster` gives shard actors."""
-    import ray
-
-    from actors.shard import EventShard, ShardConfig
-    from cluster.raycluster import ACTOR_CONCURRENCY_MAX, ACTOR_RESTARTS_MAX, ACTOR_TASK_RETRIES_MAX
-
-    config = ShardConfig(0, tuple(range(256)), dsn, {"event_seats_max": 2_000_000, **bounds})
-    handle = ray.remote(EventShard).options(
-        name=f"bench-shard-{uuid.uuid4().hex[:8]}", namespace=ACTOR_NAMESPACE, max_restarts=ACTOR_RESTARTS_MAX,
-        max_task_retries=ACTOR_TASK_RETRIES_MAX, max_concurrency=ACTOR_CONCURRENCY_MAX, num_cpus=0,
-    ).remote(config)
-    ray.get(handle.start.remote(), timeout=120)
-    return handle
+    return start_isolated_shard(dsn, namespace=ACTOR_NAMESPACE, name_prefix="bench-shard",
+                                event_seats_max=2_000_000, **bounds)
 
 
 def kill_actor(handle: Any) -> None:

@@ -11,62 +11,31 @@ import asyncpg
 
 from actors.inventory.commands import HoldGeneralAdmission
 from actors.protocol import CreateEvent
-from shards.migrate import apply_migrations, with_database
+from loadtest.isolated import create_database, drop_database, start_isolated_shard
 from tests.harness import RunningCluster
 from tests.support import fetch
 
 TEST_NAMESPACE = "ticketing-tests"
-ALL_SLOTS = tuple(range(256))
 # Databases this session created, dropped when it ends (the CI pass runs on a shared server).
 CREATED_DATABASES: list[str] = []
 
 
 def new_database(cluster: RunningCluster) -> str:
     """Create and migrate a database of its own on the cluster's Postgres; returns its DSN."""
-    base = str(cluster.state()["pg_dsns"][0])  # type: ignore[index]
-    name = f"test_{uuid.uuid4().hex[:12]}"
-
-    async def create() -> None:
-        admin = await asyncpg.connect(with_database(base, "postgres"))
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        await apply_migrations(with_database(base, name), timeout_s=60)
-
-    asyncio.run(create())
-    CREATED_DATABASES.append(with_database(base, name))
-    return with_database(base, name)
+    dsn = create_database(str(cluster.state()["pg_dsns"][0]), "test")  # type: ignore[index]
+    CREATED_DATABASES.append(dsn)
+    return dsn
 
 
 def drop_created_databases() -> None:
-    async def drop() -> None:
-        for dsn in CREATED_DATABASES:
-            name = dsn.rsplit("/", 1)[1]
-            admin = await asyncpg.connect(with_database(dsn, "postgres"))
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await admin.close()
-
-    asyncio.run(drop())
+    for dsn in CREATED_DATABASES:
+        drop_database(dsn)
     CREATED_DATABASES.clear()
 
 
-def start_shard(dsn: str, *, name: str | None = None, fencing: bool = True, idempotency: bool = True,
-                **bounds: Any) -> Any:
-    import ray
-
-    from actors.shard import EventShard, ShardConfig
-
-    config = ShardConfig(0, ALL_SLOTS, dsn, {"hold_expiry_tick_ms": 100, **bounds}, fencing=fencing,
-                         idempotency=idempotency)
-    handle = ray.remote(EventShard).options(
-        name=name or f"test-shard-{uuid.uuid4().hex[:8]}", namespace=TEST_NAMESPACE, max_restarts=-1,
-        max_task_retries=0, max_concurrency=64, num_cpus=0,
-    ).remote(config)
-    ray.get(handle.start.remote(), timeout=120)
-    return handle
+def start_shard(dsn: str, *, fencing: bool = True, idempotency: bool = True, **bounds: Any) -> Any:
+    return start_isolated_shard(dsn, namespace=TEST_NAMESPACE, name_prefix="test-shard", fencing=fencing,
+                                idempotency=idempotency, hold_expiry_tick_ms=100, **bounds)
 
 
 def ga_event_command(capacity: int, *, seated_rows: list[int] | None = None, hold_seconds: int = 600,
