@@ -94,3 +94,22 @@ def test_metrics_aggregate_router_workers(http: httpx.Client) -> None:
 def test_openapi_is_served(http: httpx.Client) -> None:
     spec = http.get("/openapi.json").json()
     assert "/readyz" in spec["paths"] and "/healthz" in spec["paths"]
+
+
+def test_router_and_actors_export_their_metrics(http: httpx.Client, cluster: RunningCluster) -> None:
+    """After one event and one hold, the series the dashboard is built on are really exported."""
+    from tests.support import create_event, event_body, hold
+
+    event = create_event(http, cluster, event_body())
+    assert hold(http, cluster, "metrics-buyer", {"event_id": event["id"], "section": "floor",
+                                                  "quantity": 1}).status_code == 201
+    router_text = http.get("/metrics").text
+    for name in ("ticketing_http_requests_total", "ticketing_http_request_duration_seconds_bucket",
+                 "ticketing_shard_batch_size_bucket", "ticketing_shard_call_duration_seconds_bucket"):
+        assert name in router_text, name
+    actors_text = http.get("/metrics/actors").text
+    for name in ("ticketing_actor_commits_total", "ticketing_actor_commit_commands_bucket",
+                 'ticketing_holds_total{result="created"', "ticketing_actor_recovery_seconds",
+                 "ticketing_actor_epoch", "ticketing_active_holds"):
+        assert name in actors_text, name
+    assert "_created" not in actors_text
