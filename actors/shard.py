@@ -29,7 +29,7 @@ from actors.event_admin import create_event, update_event
 from actors.inventory import InvariantViolation, InventoryLimits, ShardInventory
 from actors.inventory.changes import IdempotencyRecorded
 from actors.inventory.commands import USER_COMMAND_TYPES
-from actors.inventory.results import Outcome, Rejection
+from actors.inventory.results import Outcome
 from actors.metrics import ShardMetrics
 from actors.payments import checkout_outcome
 from actors.protocol import (
@@ -93,7 +93,7 @@ class EventShard:
         self._uncommitted_keys: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._start_task: asyncio.Task[None] | None = None
         self._ready: asyncio.Event | None = None
-        self._timer: asyncio.Task[None] | None = None
+        self._timer: asyncio.Task[None] | None = None  # held so the expiry task is not collected
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     def _limits(self) -> InventoryLimits:
@@ -362,5 +362,3 @@ def _codec() -> Any:
         _CODEC = result_codec()
     return _CODEC
 
-
-__all__ = ["EventShard", "Rejection", "ShardConfig"]

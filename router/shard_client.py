@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +72,7 @@ class _Lane:
         settings = client.settings
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=settings.shard_queue_depth_max)
         self.slots = asyncio.Semaphore(CALLS_IN_FLIGHT_MAX)
+        self.in_flight = 0
         self.labels = (str(shard_id), kind)
         self.depth = QUEUE_DEPTH.labels(*self.labels)
         self.task: asyncio.Task[None] | None = None
@@ -97,12 +97,13 @@ class _Lane:
             while len(batch) < settings.batch_size_max:
                 if self.queue.empty():
                     remaining = linger_until - time.monotonic()
-                    if remaining <= 0 or self.slots._value == CALLS_IN_FLIGHT_MAX - 1:
+                    if remaining <= 0 or self.in_flight == 0:
                         break  # nothing else in flight: do not make a lone request wait
                     await asyncio.sleep(min(remaining, 0.0005))
                     continue
                 batch.append(self.queue.get_nowait())
             self.depth.dec(len(batch))
+            self.in_flight += 1
             asyncio.get_running_loop().create_task(self._call(batch))
 
     async def _call(self, batch: list[_Pending]) -> None:
@@ -128,6 +129,7 @@ class _Lane:
                     pending.future.set_result(reply)
         finally:
             CALL_LATENCY.labels(*self.labels).observe(time.perf_counter() - started)
+            self.in_flight -= 1
             self.slots.release()
 
     def _retry_or_fail(self, batch: list[_Pending], error: Exception) -> None:
@@ -185,7 +187,3 @@ class ShardClient:
         for lane in self._lanes.values():
             if lane.task is not None:
                 lane.task.cancel()
-
-
-def shard_of(client: ShardClient) -> Callable[[Any], int]:
-    return client.shard_map.shard_of
