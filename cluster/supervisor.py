@@ -25,6 +25,7 @@ from cluster import runstate
 from cluster.embedded import EmbeddedPostgres, EmbeddedRedis
 from cluster.secrets import ensure_jwt_secret
 from cluster.settings import Settings
+from cluster.signals import keeping_handlers
 from shards.migrate import migrate_all
 
 log = logging.getLogger("ticketing.up")
@@ -104,7 +105,7 @@ class Deployment:
         self.ray_started = self.settings.embedded_ray
         if self.ray_started:
             runstate.update_state(self.data_dir, ray_temp_dir=str(ray_temp_dir(self.data_dir)))
-        self.ray_address = start_or_join_ray(self.settings)
+        self.ray_address = keeping_handlers(lambda: start_or_join_ray(self.settings))
         runstate.update_state(self.data_dir, ray_address=self.ray_address)
         ensure_shard_actors(self.settings, self.dsns)
 

@@ -73,7 +73,7 @@ def _merge_expositions(texts: list[bytes]) -> bytes:
 async def readyz(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     timeout_s = runtime.settings.probe_timeout_s
-    probes: dict[str, Callable[[], Awaitable[Any]]] = {"ray": lambda: asyncio.to_thread(runtime.connect_ray)}
+    probes: dict[str, Callable[[], Awaitable[Any]]] = {"ray": runtime.ensure_ray}
     for shard_id in range(runtime.settings.shard_count):
         probes[f"shard-{shard_id}"] = _actor_probe(runtime, shard_id)
         probes[f"postgres-{shard_id}"] = _postgres_probe(runtime, shard_id)

@@ -15,6 +15,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from cluster.settings import Settings
+from cluster.signals import python_handlers, restore
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class Runtime:
                 socket_connect_timeout=self.settings.redis_timeout_s,
                 health_check_interval=30,
             )
-        await asyncio.to_thread(self.connect_ray)
+        await self.ensure_ray()
 
     async def close(self) -> None:
         for pool in self._pools.values():
@@ -52,6 +53,15 @@ class Runtime:
 
     # Ray ------------------------------------------------------------------------------------------
 
+    async def ensure_ray(self) -> bool:
+        """Connect to Ray off the event loop, then put uvicorn's stop handlers back in front of
+        the native one `ray.init` installs (cluster/signals.py)."""
+        handlers = python_handlers()
+        try:
+            return await asyncio.to_thread(self.connect_ray)
+        finally:
+            restore(handlers)
+
     def connect_ray(self) -> bool:
         import ray
 
@@ -59,9 +69,11 @@ class Runtime:
             return True
         if not self.settings.ray_address:
             return False
+        handlers = python_handlers()
         try:
             ray.init(address=self.settings.ray_address, namespace=NAMESPACE,
                      logging_level=logging.WARNING, log_to_driver=False, ignore_reinit_error=True)
+            restore(handlers)  # a no-op off the main thread; ensure_ray restores there
         except Exception as error:  # Ray raises many types for "cannot connect"
             log.warning("cannot connect to Ray at %s: %s", self.settings.ray_address, error)
             return False

@@ -69,7 +69,10 @@ def test_ctrl_c_stops_everything_and_second_run_reuses_data(tmp_path: Path) -> N
         assert asyncio.run(read_markers(dsn)) == ["first-run"]
         assert second.secret() == secret  # tokens issued before the restart stay valid
     finally:
-        second.stop(signal.SIGTERM)
+        # SIGTERM (what systemd or Kubernetes send) must stop in order too, not only Ctrl-C:
+        # exit code 0 and the supervisor's last log line, not a kill after the harness's timeout.
+        assert second.stop(signal.SIGTERM) == 0
+    assert "stopped" in (data_dir / "up.log").read_text().splitlines()[-1]
     assert wait_no_processes(data_dir) == []
 
 
