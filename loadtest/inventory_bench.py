@@ -89,20 +89,19 @@ def best_available(seats: int, operations: int, adjacent: bool) -> float:
     return timed(shard, commands, 0.0)
 
 
+def hold_pairs(shard: ShardInventory, event_id: uuid.UUID, layout: Layout, pairs: int,
+               held_at_s: Callable[[int], float]) -> None:
+    """Set-up (not timed): user i holds seats 2i and 2i+1, hold id i+1, at `held_at_s(i)`."""
+    for i in range(pairs):
+        seats = (layout.seat_label(2 * i), layout.seat_label(2 * i + 1))
+        shard.apply(HoldSeats(event_id, f"user-{i}", uuid.UUID(int=i + 1), seats), held_at_s(i))
+
+
 def confirm(seats: int, operations: int) -> float:
     """Begin + confirm checkout of 2-seat holds; one operation = one confirmed order."""
     shard, event_id, layout = build(seats)
     pairs = min(operations, seats // 2)
-    for i in range(pairs):
-        shard.apply(
-            HoldSeats(
-                event_id,
-                f"user-{i}",
-                uuid.UUID(int=i + 1),
-                (layout.seat_label(2 * i), layout.seat_label(2 * i + 1)),
-            ),
-            0.0,
-        )
+    hold_pairs(shard, event_id, layout, pairs, lambda i: 0.0)
     for i in range(pairs):
         shard.apply(BeginCheckout(f"user-{i}", uuid.UUID(int=i + 1)), 1.0)
     commands = [
@@ -121,16 +120,7 @@ def expiry(seats: int, operations: int) -> float:
     """``expire_due`` over 2-seat holds that are all due; one operation = one expired hold."""
     shard, event_id, layout = build(seats)
     pairs = min(operations, seats // 2)
-    for i in range(pairs):
-        shard.apply(
-            HoldSeats(
-                event_id,
-                f"user-{i}",
-                uuid.UUID(int=i + 1),
-                (layout.seat_label(2 * i), layout.seat_label(2 * i + 1)),
-            ),
-            float(i % 100),
-        )
+    hold_pairs(shard, event_id, layout, pairs, lambda i: float(i % 100))
     gc.collect()
     started = time.process_time()
     expired = shard.expire_due(HOLD_SECONDS + 100.0)

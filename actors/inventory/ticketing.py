@@ -48,6 +48,16 @@ def _used(event: EventInventory, ticket: int) -> Rejection:
     )
 
 
+def _not_valid(event: EventInventory, ticket: int) -> Rejection | None:
+    """Why a ticket can no longer be used or moved: already checked in, or void."""
+    status = event.tickets.status[ticket]
+    if status == CHECKED_IN:
+        return _used(event, ticket)
+    if status != VALID:
+        return Rejection(ErrorCode.TICKET_VOID, "the ticket was refunded or transferred")
+    return None
+
+
 def refund_order(
     event: EventInventory, order: int, command: RefundOrder, now_s: float
 ) -> tuple[OrderView, list[Change]] | Rejection:
@@ -99,11 +109,9 @@ def transfer_ticket(
     event: EventInventory, ticket: int, command: TransferTicket, now_s: float
 ) -> tuple[TransferView, list[Change]] | Rejection:
     book = event.tickets
-    status = book.status[ticket]
-    if status == CHECKED_IN:
-        return _used(event, ticket)
-    if status != VALID:
-        return Rejection(ErrorCode.TICKET_VOID, "the ticket was refunded or transferred")
+    refused = _not_valid(event, ticket)
+    if refused is not None:
+        return refused
     if command.to_user_id == command.user_id or not command.to_user_id:
         return Rejection(ErrorCode.VALIDATION_ERROR, "transfer to another user")
     if book.ids.find(command.new_ticket_id.bytes) != -1:
@@ -151,11 +159,9 @@ def check_in(
     event: EventInventory, ticket: int, gate: str, now_s: float
 ) -> tuple[TicketView, list[Change]] | Rejection:
     book = event.tickets
-    status = book.status[ticket]
-    if status == CHECKED_IN:
-        return _used(event, ticket)
-    if status != VALID:
-        return Rejection(ErrorCode.TICKET_VOID, "the ticket was refunded or transferred")
+    refused = _not_valid(event, ticket)
+    if refused is not None:
+        return refused
     book.check_in(ticket, gate, now_s)
     check_tickets(event, (ticket,))
     view = event.ticket_view(ticket)
