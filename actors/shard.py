@@ -233,14 +233,14 @@ class EventShard:
 
     async def _commit_and_reply(self, requests: list[Any], outcomes: list[Outcome | ShellOutcome]) -> list[Any]:
         changes = [change for outcome in outcomes for change in outcome.changes]
+        keys = [(change.user_id, change.key) for change in changes if type(change) is IdempotencyRecorded]
         waits: list[asyncio.Future[None]] = []
         if changes:
             assert self.committer is not None
             future = self.committer.submit(changes, sum(1 for outcome in outcomes if outcome.changes))
             waits.append(future)
-            for change in changes:
-                if type(change) is IdempotencyRecorded:
-                    self._uncommitted_keys[(change.user_id, change.key)] = future
+            for key in keys:
+                self._uncommitted_keys[key] = future
         waits.extend(self._pending_originals(requests, outcomes))
         try:
             for wait in waits:
@@ -248,7 +248,7 @@ class EventShard:
         except CommitFailed as error:
             return [Unavailable(str(error)) for _ in outcomes]
         finally:
-            self._forget_committed(changes)
+            self._forget_committed(keys)
         record_outcomes(self.metrics, requests, outcomes)
         return [outcome.result for outcome in outcomes]
 
@@ -264,12 +264,11 @@ class EventShard:
                     pending.append(future)
         return pending
 
-    def _forget_committed(self, changes: list[Any]) -> None:
-        for change in changes:
-            if type(change) is IdempotencyRecorded:
-                future = self._uncommitted_keys.get((change.user_id, change.key))
-                if future is not None and future.done():
-                    del self._uncommitted_keys[(change.user_id, change.key)]
+    def _forget_committed(self, keys: list[tuple[str, str]]) -> None:
+        for key in keys:
+            future = self._uncommitted_keys.get(key)
+            if future is not None and future.done():  # a later batch may have re-registered the key
+                del self._uncommitted_keys[key]
 
     async def _fetch_evicted_keys(self, requests: list[Any]) -> None:
         """The hot cache dropped keys that Postgres still keeps (≥ 24 h): look misses up there."""
