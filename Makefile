@@ -4,13 +4,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The mypyc-compiled inventory core (cluster/native.py). Rebuilt whenever a core module changes;
+# without a C compiler the manifest records why and the core runs interpreted.
+NATIVE := build/native/actors/inventory/MANIFEST.json
 
 .PHONY: run test
 
-run: $(STAMP)
+run: $(STAMP) $(NATIVE)
 	$(BIN)/ticketing up --demo
 
-test: $(STAMP)
+test: $(STAMP) $(NATIVE)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 $(STAMP): pyproject.toml
@@ -19,3 +22,6 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+$(NATIVE): $(STAMP) $(wildcard actors/inventory/*.py)
+	$(BIN)/python -m cluster.native

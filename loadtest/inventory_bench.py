@@ -1,6 +1,7 @@
 """In-process throughput of the inventory core (no Ray, no Postgres): one CPU, one thread.
 
     python -m loadtest.inventory_bench [--seats 100000] [--operations 50000] [--repeat 3]
+    python -m loadtest.inventory_bench --compare-interpreted [--repeat 3]
 
 Every operation goes through ``ShardInventory.apply`` (or ``expire_due``) exactly as the shard
 actor calls it, with change records and per-command invariant checks. Commands are built before
@@ -9,16 +10,25 @@ the clock starts, as the actor receives them already deserialized. Each benchmar
 process (``time.process_time``), not wall time: the 2-core reference machine is shared with
 Ray, Postgres and other test runs, and time spent descheduled is not the core's cost. The
 garbage collector stays on, as in the actor.
+
+The first line says which build of the core ran (``core=compiled`` when ``make`` built the mypyc
+modules, see actors/inventory/native.py). ``--compare-interpreted`` runs every benchmark in child
+processes, compiled and interpreted (``TICKETING_NATIVE_CORE=0``) alternately, ``--repeat`` rounds,
+and prints the best of each and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
 
+import actors.inventory
 from actors.inventory.commands import (
     BeginCheckout,
     Command,
@@ -140,13 +150,43 @@ BENCHMARKS: dict[str, Callable[[int, int], float]] = {
 }
 
 
+def compare_interpreted(arguments: argparse.Namespace) -> None:
+    """Each benchmark, compiled then interpreted, ``--repeat`` alternating rounds in fresh children."""
+    common = ["--seats", str(arguments.seats), "--operations", str(arguments.operations), "--repeat", "1"]
+    for name in arguments.only or BENCHMARKS:
+        best = {"compiled": 0.0, "interpreted": 0.0}
+        for _ in range(arguments.repeat):
+            for mode, switch in (("compiled", "1"), ("interpreted", "0")):
+                completed = subprocess.run(
+                    [sys.executable, "-m", "loadtest.inventory_bench", *common, "--only", name],
+                    env={**os.environ, "TICKETING_NATIVE_CORE": switch},
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                lines = completed.stdout.splitlines()
+                if lines[0] != f"core={mode}":
+                    raise RuntimeError(f"asked for the {mode} core, ran {lines[0]}")
+                best[mode] = max(best[mode], float(lines[-1].split("=")[1].replace(",", "")))
+        print(
+            f"{name}_ops_per_s compiled={best['compiled']:,.0f} interpreted={best['interpreted']:,.0f} "
+            f"ratio={best['compiled'] / best['interpreted']:.2f}",
+            flush=True,
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seats", type=int, default=100_000)
     parser.add_argument("--operations", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
+    parser.add_argument("--compare-interpreted", action="store_true", help="compiled vs interpreted, alternating")
     arguments = parser.parse_args(argv)
+    if arguments.compare_interpreted:
+        compare_interpreted(arguments)
+        return
+    print("core=" + ("compiled" if actors.inventory.NATIVE else "interpreted"), flush=True)
     for name in arguments.only or BENCHMARKS:
         best = max(BENCHMARKS[name](arguments.seats, arguments.operations) for _ in range(arguments.repeat))
         print(f"{name}_ops_per_s={best:,.0f}", flush=True)

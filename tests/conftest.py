@@ -11,7 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+import actors.inventory
 from tests.harness import RunningCluster, down, start_cluster
+
+
+def pytest_report_header() -> str:
+    """Which build of the inventory core this run tests (actors/inventory/native.py)."""
+    return f"inventory core: {actors.inventory.NATIVE_STATUS}"
 
 
 @pytest.fixture(scope="session")
