@@ -10,7 +10,7 @@ from actors.events import document_from_rows, layout_of, settings_of
 from actors.inventory import InventoryLimits, ShardInventory, invariant
 from actors.inventory.changes import IdempotencyRecorded
 from actors.inventory.commands import USER_COMMAND_TYPES
-from actors.inventory.recovery import load_event
+from actors.inventory.recovery import load_event_columns
 from actors.inventory.results import (
     EventStatusView,
     HoldItem,
@@ -41,16 +41,22 @@ class Restored:
 
 async def restore_shard(pool: Any, config: ShardConfig, limits: InventoryLimits, holder: str,
                         timeout_s: float) -> Restored:
+    import asyncio
     import time
 
     from shards.lease import take_lease
     from shards.loader import load_events, load_idempotency
 
+    async def idempotency_keys() -> list[Any]:
+        async with pool.acquire(timeout=timeout_s) as connection:
+            return await load_idempotency(connection, limits.idempotency_retention_s, limits.idempotency_keys_max,
+                                          timeout_s=timeout_s)
+
+    # The lease first: only once it is taken can no older epoch commit, so the loads below (each
+    # on its own connection, see shards.loader) see rows that cannot change any more.
     async with pool.acquire(timeout=timeout_s) as connection:
         epoch = await take_lease(connection, config.shard_id, holder)
-        rows = await load_events(connection, list(config.slots), timeout_s=timeout_s)
-        keys = await load_idempotency(connection, limits.idempotency_retention_s, limits.idempotency_keys_max,
-                                      timeout_s=timeout_s)
+    rows, keys = await asyncio.gather(load_events(pool, list(config.slots), timeout_s=timeout_s), idempotency_keys())
     inventory = ShardInventory(limits)
     documents = {}
     for event_id, event_rows in rows.items():
@@ -70,7 +76,11 @@ def adopt(inventory: ShardInventory, event_id: UUID, rows: Any) -> dict[str, Any
     unblocked = layout_of(bare)
     document = document_from_rows(rows.event, rows.sections, unblocked)
     layout = layout_of(document)
-    event, live = load_event(event_id, layout, settings_of(document), rows.holds, rows.orders, rows.tickets)
+    for section in rows.sections:  # the loader names a ticket's section by its stored position
+        invariant(layout.section_by_id[section["section_id"]].index == section["position"],
+                  "event %s section %s is stored at position %s", event_id, section["section_id"], section["position"])
+    event, live = load_event_columns(event_id, layout, settings_of(document), rows.holds, rows.orders, rows.tickets,
+                                     rows.replacements)
     inventory.adopt_event(event, live)
     for section in inventory.availability(event_id) or ():
         stored = rows.pools.get(section.section_id)

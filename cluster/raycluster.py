@@ -31,6 +31,18 @@ ACTOR_CONCURRENCY_MAX = 64
 # The embedded Ray needs little shared memory: only batches of small commands cross it.
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
 RAY_CPUS = 2
+# Ray's own settings for a local instance (the head hands them to every raylet, worker and
+# driver that joins, so the router workers get them too).
+RAY_SYSTEM_CONFIG: dict[str, Any] = {
+    # A call whose actor died under it, and every call sent while the actor restarts, is held by
+    # the caller "waiting for Death info from GCS" for this long before it fails (Ray's default
+    # is 1000 ms, checked on a 1 s timer), although Ray has the process back in ~0.5 s: SIGKILL →
+    # restarted shard actor answers took 1.3 s with the default and 0.6 s with 0 (100k-seat
+    # recovery bench, docs/BENCHMARKS.md). With 0 such calls fail at once with
+    # ActorUnavailableError (a RayActorError), which callers already handle: the router retries
+    # what is safe to retry, with backoff. KubeRay sets 0 for Ray Serve clusters for the same reason.
+    "timeout_ms_task_wait_for_death_info": 0,
+}
 
 
 def actor_name(shard_id: int) -> str:
@@ -79,6 +91,7 @@ def start_or_join_ray(settings: Settings) -> str:
             logging_level=logging.WARNING,
             _temp_dir=str(ray_temp_dir(settings.resolved_data_dir)),
             _metrics_export_port=_metrics_port(settings),
+            _system_config=RAY_SYSTEM_CONFIG,
         )
     return str(ray.get_runtime_context().gcs_address)
 
