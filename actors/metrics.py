@@ -50,6 +50,7 @@ class ShardMetrics:
         self.events = gauge("ticketing_actor_events", "Events owned in memory.").labels(shard)
         self.active_holds = gauge("ticketing_active_holds", "Live holds (held or payment_pending).").labels(shard)
         self.holds = counter("ticketing_holds_total", "Hold transitions by result.", "result")
+        self.holds_created = self.holds.labels(shard, "created")  # the hot one, resolved once
         self.conflicts = counter("ticketing_conflicts_total", "Rejected commands by error code.", "reason")
         self.tickets_issued = counter("ticketing_tickets_issued_total", "Tickets issued.").labels(shard)
         self.checkins = counter("ticketing_checkins_total", "Check-ins by result.", "result")

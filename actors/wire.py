@@ -5,36 +5,93 @@ with UUID fields, and pickling one of those costs ~6 µs each way (dataclass sta
 Python, UUIDs through `__reduce__`), against ~0.25 µs for a tuple of bytes, str and int
 (measured, batches of 64). So the hot messages — hold commands, the queue gate, hold views and
 rejections — travel as tagged tuples of primitives; anything else travels as itself (tag 0).
+
+A whole batch then crosses Ray as **one bytes object**, pickled here with the C pickler. Ray's
+own serializer runs cloudpickle, whose Python-level ``reducer_override`` is consulted for every
+object it meets: a list of 64 tagged tuples took ~88 µs to serialize that way, against ~11 µs for
+``pickle.dumps`` and ~0.3 µs for Ray to pass the resulting bytes on (measured, both directions, on
+the shared 2-core box). Unpickling here trusts the sender exactly as much as Ray already does:
+Ray unpickles every argument of every call it delivers.
+
 The encoding is private to one deployment's router and actors (they run the same code) and is
 never stored, so it can change freely between versions deployed together.
 """
 
 from __future__ import annotations
 
+import pickle
 import uuid
 from typing import Any
+
+from asyncpg.pgproto.pgproto import UUID as PgUUID
 
 from actors.inventory.commands import HoldBestAvailable, HoldGeneralAdmission, HoldSeats
 from actors.inventory.errors import ErrorCode
 from actors.inventory.holds import HoldStatus
-from actors.inventory.results import HoldItem, HoldView, Rejection
+from actors.inventory.results import HoldView, Rejection
 from actors.protocol import QueueGate
 
 AS_IS, GA, SEATS, BEST, GATE, HOLD_VIEW, REJECTION = range(7)
+PICKLE_PROTOCOL = 5
+# Distinct event ids remembered by `_event_uuid`; a process sees few events at a time, and the
+# table is simply emptied when it fills up.
+EVENT_IDS_CACHED_MAX = 4096
 
 _new_object = object.__new__
-_set = object.__setattr__
+_new_tuple = tuple.__new__
+_from_bytes = int.from_bytes
 _SAFE_UNKNOWN = uuid.SafeUUID.unknown
 _HOLD_STATUS = {status.value: status for status in HoldStatus}
 _ERROR_CODE = {code.value: code for code in ErrorCode}
+# The slot descriptors' setters: calling these directly skips `object.__setattr__`'s attribute
+# lookup by name. A GA hold command built this way costs 0.39 µs instead of 0.79 µs through the
+# dataclass's generated `__init__` (which calls `object.__setattr__` once per field), and a UUID
+# 0.24 µs instead of 0.35 µs (measured).
+_set_uuid_int = uuid.UUID.__dict__["int"].__set__
+_set_uuid_safe = uuid.UUID.__dict__["is_safe"].__set__
+_GA_SETTERS = tuple(HoldGeneralAdmission.__dict__[name].__set__ for name in (
+    "event_id", "user_id", "hold_id", "section_id", "quantity", "presale_code", "idempotency_key"))
+# Ids in *commands* are decoded as asyncpg's UUID, a C subclass of uuid.UUID (equal, same hash,
+# same str and repr, so the core and the idempotency fingerprint cannot tell): built in 0.07 µs
+# instead of 0.24, its hash cached, and asyncpg writes it with a memcpy where a uuid.UUID costs a
+# call of the Python `bytes` property (with the writer doing the same for event ids, COPY of a
+# GA hold's row and audit row went from 1.5 to 1.1 µs, measured). The core holds asyncpg UUIDs
+# anyway after any recovery (Postgres rows decode to them). Replies for the router keep
+# `uuid.UUID`, which orjson serialises and asyncpg's type does not.
+_event_ids: dict[bytes, uuid.UUID] = {}
 
 
 def _uuid(data: bytes) -> uuid.UUID:
     """uuid.UUID(bytes=data) without its argument checks (the bytes came from a UUID)."""
     value = _new_object(uuid.UUID)
-    _set(value, "int", int.from_bytes(data, "big"))
-    _set(value, "is_safe", _SAFE_UNKNOWN)
+    _set_uuid_int(value, _from_bytes(data, "big"))
+    _set_uuid_safe(value, _SAFE_UNKNOWN)
     return value
+
+
+def _event_uuid(data: bytes) -> uuid.UUID:
+    """The UUID of an event id, shared by every message about that event (UUIDs are immutable):
+    every command of a batch names the same few events, so decoding each anew was wasted work."""
+    value = _event_ids.get(data)
+    if value is None:
+        if len(_event_ids) >= EVENT_IDS_CACHED_MAX:
+            _event_ids.clear()
+        value = _event_ids[data] = PgUUID(data)
+    return value
+
+
+def _hold_general_admission(wire: tuple[Any, ...]) -> HoldGeneralAdmission:
+    """HoldGeneralAdmission(...) from its wire tuple, field by field through the slot setters."""
+    command = _new_object(HoldGeneralAdmission)
+    event_id, user_id, hold_id, section_id, quantity, presale_code, idempotency_key = _GA_SETTERS
+    event_id(command, _event_uuid(wire[1]))
+    user_id(command, wire[2])
+    hold_id(command, PgUUID(wire[3]))
+    section_id(command, wire[4])
+    quantity(command, wire[5])
+    presale_code(command, wire[6])
+    idempotency_key(command, wire[7])
+    return command
 
 
 def encode_request(request: Any) -> tuple[Any, ...]:
@@ -56,23 +113,30 @@ def encode_request(request: Any) -> tuple[Any, ...]:
 def decode_request(wire: tuple[Any, ...]) -> Any:
     tag = wire[0]
     if tag == GA:
-        return HoldGeneralAdmission(_uuid(wire[1]), wire[2], _uuid(wire[3]), wire[4], wire[5], wire[6], wire[7])
+        return _hold_general_admission(wire)
     if tag == SEATS:
-        return HoldSeats(_uuid(wire[1]), wire[2], _uuid(wire[3]), wire[4], wire[5], wire[6])
+        return HoldSeats(_event_uuid(wire[1]), wire[2], PgUUID(wire[3]), wire[4], wire[5], wire[6])
     if tag == BEST:
-        return HoldBestAvailable(_uuid(wire[1]), wire[2], _uuid(wire[3]), wire[4], wire[5], wire[6], wire[7],
+        return HoldBestAvailable(_event_uuid(wire[1]), wire[2], PgUUID(wire[3]), wire[4], wire[5], wire[6], wire[7],
                                  wire[8])
     if tag == GATE:
         return QueueGate(decode_request(wire[2]), wire[1])
     return wire[1]
 
 
+def _encode_hold_view(reply: HoldView) -> tuple[Any, ...]:
+    hold_id, event_id, status, expires_at_s, items, total_cents, currency, order_id = reply
+    # `items` as they are: HoldItems of str/int, and a GA hold's items are one shared object per
+    # pool, which the pickler writes once per batch (its memo) instead of once per hold. The
+    # status as `_value_`, a plain attribute: `.value` is a Python-level descriptor.
+    return (HOLD_VIEW, hold_id.bytes, event_id.bytes, status._value_, expires_at_s, items, total_cents, currency,
+            None if order_id is None else order_id.bytes)
+
+
 def encode_reply(reply: Any) -> tuple[Any, ...]:
     kind = type(reply)
     if kind is HoldView:
-        return (HOLD_VIEW, reply.hold_id.bytes, reply.event_id.bytes, reply.status.value, reply.expires_at_s,
-                tuple(tuple(item) for item in reply.items), reply.total_cents, reply.currency,
-                None if reply.order_id is None else reply.order_id.bytes)
+        return _encode_hold_view(reply)
     if kind is Rejection:
         return (REJECTION, reply.code.value, reply.detail, reply.unavailable, reply.available,
                 reply.first_checked_in_at_s, reply.gate)
@@ -82,26 +146,26 @@ def encode_reply(reply: Any) -> tuple[Any, ...]:
 def decode_reply(wire: tuple[Any, ...]) -> Any:
     tag = wire[0]
     if tag == HOLD_VIEW:
-        items = tuple(HoldItem._make(item) for item in wire[5])
         order_id = None if wire[8] is None else _uuid(wire[8])
-        return HoldView(_uuid(wire[1]), _uuid(wire[2]), _HOLD_STATUS[wire[3]], wire[4], items, wire[6], wire[7],
-                        order_id)
+        return _new_tuple(HoldView, (_uuid(wire[1]), _uuid(wire[2]), _HOLD_STATUS[wire[3]], wire[4], wire[5],
+                                     wire[6], wire[7], order_id))
     if tag == REJECTION:
         return Rejection(_ERROR_CODE[wire[1]], wire[2], wire[3], wire[4], wire[5], wire[6])
     return wire[1]
 
 
-def encode_requests(requests: list[Any]) -> list[tuple[Any, ...]]:
-    return [encode_request(request) for request in requests]
+def encode_requests(requests: list[Any]) -> bytes:
+    return pickle.dumps([encode_request(request) for request in requests], PICKLE_PROTOCOL)
 
 
-def decode_requests(wire: list[tuple[Any, ...]]) -> list[Any]:
-    return [decode_request(item) for item in wire]
+def decode_requests(wire: bytes) -> list[Any]:
+    return [_hold_general_admission(item) if item[0] == GA else decode_request(item) for item in pickle.loads(wire)]
 
 
-def encode_replies(replies: list[Any]) -> list[tuple[Any, ...]]:
-    return [encode_reply(reply) for reply in replies]
+def encode_replies(replies: list[Any]) -> bytes:
+    return pickle.dumps([_encode_hold_view(reply) if type(reply) is HoldView else encode_reply(reply)
+                         for reply in replies], PICKLE_PROTOCOL)
 
 
-def decode_replies(wire: list[tuple[Any, ...]]) -> list[Any]:
-    return [decode_reply(item) for item in wire]
+def decode_replies(wire: bytes) -> list[Any]:
+    return [decode_reply(item) for item in pickle.loads(wire)]

@@ -11,18 +11,21 @@ claim is a plain insert (the primary key refuses a double claim), so a database 
 with the actor's memory fails the transaction instead of being overwritten. `execute_plan` then
 runs a fixed, small number of bulk statements (COPY or ``unnest`` arrays) after the lease check.
 The audit log keeps every transition, in order, not just the net effect.
+
+The writer runs on a connection of its own (`connect_writer`) whose timestamptz codec takes POSIX
+seconds (see `_Timestamps`), so every time in a plan is the change records' own float ``at_s``.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
+from asyncpg.pgproto.pgproto import UUID as PgUUID
 
 from actors.inventory.changes import (
     SYSTEM_ACTOR,
@@ -41,9 +44,13 @@ from actors.inventory.changes import (
     TicketStatusChanged,
 )
 from shards.codec import ResultCodec
-from shards.events import insert_event, update_event
+from shards.events import configure_json, insert_event, update_event
 
 TIMESTAMPS_CACHED_MAX = 4096
+EVENT_IDS_CACHED_MAX = 4096
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_HELD = "held"
 
 
 class EventRowsCreated(NamedTuple):
@@ -93,54 +100,122 @@ class Diverged(Exception):
     """The database disagrees with the actor's memory (a guarded update matched fewer rows)."""
 
 
-@functools.lru_cache(maxsize=TIMESTAMPS_CACHED_MAX)
-def timestamp(at_s: float) -> datetime:
-    # Every command of one apply call shares its `now_s`, so a batch repeats a few timestamps
-    # thousands of times; building a datetime per row was 2.5% of the actor's time (measured).
-    return datetime.fromtimestamp(at_s, UTC)
+# --- the writer's connection --------------------------------------------------------------------
 
 
-@dataclass
-class _Row:
-    """A row touched by the batch: `existed` rows get guarded updates, new rows an insert."""
+class _Timestamps(dict[Any, tuple[int]]):
+    """timestamptz parameters in asyncpg's tuple form, ``(microseconds since 2000-01-01 UTC,)``,
+    looked up by POSIX seconds.
 
-    existed: bool
-    first_status: str | None
-    values: dict[str, Any]
+    asyncpg's own timestamptz encoder costs ~0.65 µs per value (two comparisons with its infinity
+    datetimes, ``astimezone``, a timedelta), and a holds row carries three: with the ``int[]`` of a
+    GA hold's empty ``seat_nos`` they were most of the 3.2 µs that COPY spent encoding one holds row
+    (measured on the shared 2-core box). The writer's connection registers the tuple format with
+    this table's C-level ``__getitem__`` as the encoder, so plans carry the change records' float
+    ``at_s`` as they are: the commands of one apply call share one ``now_s``, so nearly every
+    lookup is a hit. A miss computes exactly what ``datetime.fromtimestamp`` gives (its rounding),
+    and a datetime (event rows, written by `shards.events`) is converted without being kept.
+    Infinite timestamps are never written by the writer and are not supported.
+    """
+
+    def __missing__(self, value: Any) -> tuple[int]:
+        if isinstance(value, datetime):
+            return ((value.astimezone(UTC) - PG_EPOCH) // _MICROSECOND,)
+        encoded = ((datetime.fromtimestamp(value, UTC) - PG_EPOCH) // _MICROSECOND,)
+        if len(self) >= TIMESTAMPS_CACHED_MAX:
+            self.clear()
+        self[value] = encoded
+        return encoded
+
+
+_TIMESTAMPS = _Timestamps()
+
+
+def _timestamp_from_tuple(value: tuple[int]) -> datetime:
+    return PG_EPOCH + timedelta(microseconds=value[0])
+
+
+async def configure_writer(connection: asyncpg.Connection) -> None:
+    """Codecs of the writer's connection: json/jsonb as everywhere, timestamptz from POSIX seconds.
+
+    Only the writer's own connection gets the timestamptz codec: its decoder is Python, and
+    recovery reads millions of timestamps through the pool's connections with asyncpg's C one.
+    """
+    await configure_json(connection)
+    await connection.set_type_codec("timestamptz", schema="pg_catalog", format="tuple",
+                                    encoder=_TIMESTAMPS.__getitem__, decoder=_timestamp_from_tuple)
+
+
+async def connect_writer(dsn: str, *, timeout_s: float) -> asyncpg.Connection:
+    """A connection for `execute_plan`: every call on it bounded by `timeout_s`."""
+    connection = await asyncpg.connect(dsn, timeout=timeout_s, command_timeout=timeout_s)
+    try:
+        await configure_writer(connection)
+    except BaseException:
+        connection.terminate()
+        raise
+    return connection
+
+
+# --- planning: change records → net effect per row ----------------------------------------------
+
+# New rows are COPY records in the column order below, kept as lists so that a later transition
+# in the same batch can set their final status (second to last) and updated_at (last). Rows that
+# existed before the batch are updates: ``[id, status the batch first saw, final status, at_s]``.
+# Both are keyed by ``id.int``: hashing an int is C, ``UUID.__hash__`` is Python.
+HOLD_COLUMNS = ("hold_id", "event_id", "user_id", "kind", "section_id", "seat_nos", "quantity", "total_cents",
+                "expires_at", "created_at", "status", "updated_at")
+# A hold without seats (GA) leaves ``seat_nos`` to its default '{}': encoding an empty int[] cost
+# ~1 µs per row, a third of the row (measured).
+POOL_HOLD_COLUMNS = tuple(column for column in HOLD_COLUMNS if column != "seat_nos")
+ORDER_COLUMNS = ("order_id", "event_id", "hold_id", "user_id", "total_cents", "currency", "created_at", "status",
+                 "updated_at")
+TICKET_COLUMNS = ("ticket_id", "event_id", "order_id", "user_id", "seat_no", "section_id", "replaces", "issued_at",
+                  "status", "updated_at")
+AUDIT_COLUMNS = ("event_id", "actor", "entity", "entity_id", "from_status", "to_status", "at")
 
 
 @dataclass
 class BatchPlan:
-    holds: dict[UUID, _Row] = field(default_factory=dict)
-    orders: dict[UUID, _Row] = field(default_factory=dict)
-    tickets: dict[UUID, _Row] = field(default_factory=dict)
+    new_holds: dict[int, list[Any]] = field(default_factory=dict)
+    pool_hold_rows: list[list[Any]] = field(default_factory=list)  # the new holds without seats ...
+    seat_hold_rows: list[list[Any]] = field(default_factory=list)  # ... and with: the same lists
+    new_orders: dict[int, list[Any]] = field(default_factory=dict)
+    new_tickets: dict[int, list[Any]] = field(default_factory=dict)
+    hold_updates: dict[int, list[Any]] = field(default_factory=dict)
+    order_updates: dict[int, list[Any]] = field(default_factory=dict)
+    ticket_updates: dict[int, list[Any]] = field(default_factory=dict)
     # (event_id, seat_no) → None when the seat ends the batch free, else (hold_id, state, order_id)
     seats: dict[tuple[UUID, int], tuple[UUID, str, UUID | None] | None] = field(default_factory=dict)
     seats_existed: set[tuple[UUID, int]] = field(default_factory=set)
-    pools: dict[tuple[UUID, str], tuple[int, int]] = field(default_factory=dict)
+    pools: dict[tuple[int, str], PoolCountersChanged] = field(default_factory=dict)  # the last per pool
     event_status: dict[UUID, tuple[str, str, float]] = field(default_factory=dict)
-    checkins: list[tuple[UUID, UUID, str, datetime]] = field(default_factory=list)
+    checkins: list[tuple[UUID, UUID, str, float]] = field(default_factory=list)
     idempotency: list[IdempotencyRecorded] = field(default_factory=list)
     new_events: list[EventRowsCreated] = field(default_factory=list)
     event_fields: list[EventFieldsChanged] = field(default_factory=list)
     payments: list[PaymentRecorded] = field(default_factory=list)
     holders: list[TicketHoldersRecorded] = field(default_factory=list)
-    audit: list[tuple[UUID, str, str, UUID, str | None, str, datetime]] = field(default_factory=list)
+    audit: list[tuple[UUID, str, str, UUID, str | None, str, float]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.holds or self.orders or self.tickets or self.seats or self.pools or self.event_status
-                    or self.checkins or self.idempotency or self.new_events or self.event_fields
-                    or self.payments or self.holders)
+        return not (self.new_holds or self.new_orders or self.new_tickets or self.hold_updates or self.order_updates
+                    or self.ticket_updates or self.seats or self.pools or self.event_status or self.checkins
+                    or self.idempotency or self.new_events or self.event_fields or self.payments or self.holders)
 
 
-def _transition(rows: dict[UUID, _Row], key: UUID, from_status: str, to_status: str, at_s: float) -> None:
-    row = rows.get(key)
+def _transition(new_rows: dict[int, list[Any]], updates: dict[int, list[Any]], key: UUID, from_status: str,
+                to_status: str, at_s: float) -> None:
+    index = key.int
+    row = new_rows.get(index)
     if row is None:
-        rows[key] = _Row(True, from_status, {"status": to_status, "updated_at": timestamp(at_s)})
-    else:
-        row.values["status"] = to_status
-        row.values["updated_at"] = timestamp(at_s)
+        row = updates.get(index)
+        if row is None:
+            updates[index] = [key, from_status, to_status, at_s]
+            return
+    row[-2] = to_status
+    row[-1] = at_s
 
 
 def _fold_seats(plan: BatchPlan, event_id: UUID, seat_nos: Iterable[int],
@@ -154,53 +229,50 @@ def _fold_seats(plan: BatchPlan, event_id: UUID, seat_nos: Iterable[int],
 
 def plan_batch(changes: Iterable[Any]) -> BatchPlan:  # noqa: C901 — one flat dispatch over record types
     plan = BatchPlan()
+    audit = plan.audit
     for change in changes:
         kind = type(change)
         if kind is HoldCreated:
-            at = timestamp(change.at_s)
-            plan.holds[change.hold_id] = _Row(False, None, {
-                "event_id": change.event_id, "user_id": change.user_id, "kind": change.kind,
-                "section_id": change.section_id, "seat_nos": list(change.seat_nos), "quantity": change.quantity,
-                "total_cents": change.total_cents, "status": "held", "expires_at": timestamp(change.expires_at_s),
-                "created_at": at, "updated_at": at})
-            plan.audit.append((change.event_id, change.user_id, "hold", change.hold_id, None, "held", at))
+            _fold_hold_created(plan, change)
+        elif kind is PoolCountersChanged:
+            plan.pools[(change.event_id.int, change.section_id)] = change
         elif kind is HoldStatusChanged:
-            _transition(plan.holds, change.hold_id, change.from_status, change.to_status, change.at_s)
-            plan.audit.append((change.event_id, change.actor, "hold", change.hold_id, change.from_status,
-                               change.to_status, timestamp(change.at_s)))
+            _transition(plan.new_holds, plan.hold_updates, change.hold_id, change.from_status, change.to_status,
+                        change.at_s)
+            audit.append((change.event_id, change.actor, "hold", change.hold_id, change.from_status,
+                          change.to_status, change.at_s))
         elif kind is SeatsClaimed:
             _fold_seats(plan, change.event_id, change.seat_nos, (change.hold_id, "held", None), claim=True)
         elif kind is SeatsSold:
             _fold_seats(plan, change.event_id, change.seat_nos, (change.hold_id, "sold", change.order_id), claim=False)
         elif kind is SeatsReleased:
             _fold_seats(plan, change.event_id, change.seat_nos, None, claim=False)
-        elif kind is PoolCountersChanged:
-            plan.pools[(change.event_id, change.section_id)] = (change.held, change.sold)
         elif kind is OrderCreated:
-            at = timestamp(change.at_s)
-            plan.orders[change.order_id] = _Row(False, None, {
-                "event_id": change.event_id, "hold_id": change.hold_id, "user_id": change.user_id,
-                "total_cents": change.total_cents, "currency": change.currency, "status": "confirmed",
-                "created_at": at, "updated_at": at})
-            plan.audit.append((change.event_id, change.user_id, "order", change.order_id, None, "confirmed", at))
+            at_s = change.at_s
+            plan.new_orders[change.order_id.int] = [
+                change.order_id, change.event_id, change.hold_id, change.user_id, change.total_cents, change.currency,
+                at_s, "confirmed", at_s]
+            audit.append((change.event_id, change.user_id, "order", change.order_id, None, "confirmed", at_s))
         elif kind is OrderStatusChanged:
-            _transition(plan.orders, change.order_id, change.from_status, change.to_status, change.at_s)
-            plan.audit.append((change.event_id, change.actor, "order", change.order_id, change.from_status,
-                               change.to_status, timestamp(change.at_s)))
+            _transition(plan.new_orders, plan.order_updates, change.order_id, change.from_status, change.to_status,
+                        change.at_s)
+            audit.append((change.event_id, change.actor, "order", change.order_id, change.from_status,
+                          change.to_status, change.at_s))
         elif kind is TicketsIssued:
             _fold_issued(plan, change)
         elif kind is TicketStatusChanged:
-            _transition(plan.tickets, change.ticket_id, change.from_status, change.to_status, change.at_s)
-            plan.audit.append((change.event_id, change.actor, "ticket", change.ticket_id, change.from_status,
-                               change.to_status, timestamp(change.at_s)))
+            _transition(plan.new_tickets, plan.ticket_updates, change.ticket_id, change.from_status,
+                        change.to_status, change.at_s)
+            audit.append((change.event_id, change.actor, "ticket", change.ticket_id, change.from_status,
+                          change.to_status, change.at_s))
         elif kind is CheckedIn:
-            plan.checkins.append((change.ticket_id, change.event_id, change.gate, timestamp(change.at_s)))
+            plan.checkins.append((change.ticket_id, change.event_id, change.gate, change.at_s))
         elif kind is EventStatusChanged:
             first = plan.event_status.get(change.event_id)
             from_status = first[0] if first else change.from_status
             plan.event_status[change.event_id] = (from_status, change.to_status, change.at_s)
-            plan.audit.append((change.event_id, change.actor, "event", change.event_id, change.from_status,
-                               change.to_status, timestamp(change.at_s)))
+            audit.append((change.event_id, change.actor, "event", change.event_id, change.from_status,
+                          change.to_status, change.at_s))
         elif kind is IdempotencyRecorded:
             plan.idempotency.append(change)
         elif kind is EventRowsCreated:
@@ -216,59 +288,108 @@ def plan_batch(changes: Iterable[Any]) -> BatchPlan:  # noqa: C901 — one flat 
     return plan
 
 
+_event_ids: dict[int, UUID] = {}
+
+
+def _event_id(event_id: UUID) -> UUID:
+    """The event's id as asyncpg's own UUID type, which COPY writes with a memcpy; a uuid.UUID costs
+    a call of its Python `bytes` property (~0.1 µs), and a hold's row and audit row both carry it."""
+    value = _event_ids.get(event_id.int)
+    if value is None:
+        if len(_event_ids) >= EVENT_IDS_CACHED_MAX:
+            _event_ids.clear()
+        value = _event_ids[event_id.int] = PgUUID(event_id.bytes)
+    return value
+
+
+def _fold_hold_created(plan: BatchPlan, change: HoldCreated) -> None:
+    event_id, hold_id, user_id, kind, section_id, seat_nos, quantity, total_cents, expires_at_s, at_s = change
+    event_id = _event_id(event_id)
+    if seat_nos:
+        row = [hold_id, event_id, user_id, kind, section_id, list(seat_nos), quantity, total_cents, expires_at_s, at_s,
+               _HELD, at_s]
+        plan.seat_hold_rows.append(row)
+    else:
+        row = [hold_id, event_id, user_id, kind, section_id, quantity, total_cents, expires_at_s, at_s, _HELD, at_s]
+        plan.pool_hold_rows.append(row)
+    plan.new_holds[hold_id.int] = row
+    plan.audit.append((event_id, user_id, "hold", hold_id, None, _HELD, at_s))
+
+
 def _fold_issued(plan: BatchPlan, change: TicketsIssued) -> None:
-    at = timestamp(change.at_s)
+    at_s = change.at_s
+    actor = change.user_id or SYSTEM_ACTOR
     for ticket_id, seat_no, section_id in zip(change.ticket_ids, change.seat_nos, change.section_ids, strict=True):
-        plan.tickets[ticket_id] = _Row(False, None, {
-            "event_id": change.event_id, "order_id": change.order_id, "user_id": change.user_id,
-            "seat_no": seat_no, "section_id": section_id, "status": "valid", "replaces": change.replaces,
-            "issued_at": at, "updated_at": at})
-        plan.audit.append((change.event_id, change.user_id or SYSTEM_ACTOR, "ticket", ticket_id, None, "valid", at))
+        plan.new_tickets[ticket_id.int] = [
+            ticket_id, change.event_id, change.order_id, change.user_id, seat_no, section_id, change.replaces, at_s,
+            "valid", at_s]
+        plan.audit.append((change.event_id, actor, "ticket", ticket_id, None, "valid", at_s))
 
 
-HOLD_COLUMNS = ("hold_id", "event_id", "user_id", "kind", "section_id", "seat_nos", "quantity", "total_cents",
-                "status", "expires_at", "created_at", "updated_at")
-ORDER_COLUMNS = ("order_id", "event_id", "hold_id", "user_id", "total_cents", "currency", "status",
-                 "created_at", "updated_at")
-TICKET_COLUMNS = ("ticket_id", "event_id", "order_id", "user_id", "seat_no", "section_id", "status", "replaces",
-                  "issued_at", "updated_at")
+# --- executing: one statement per table and kind of change --------------------------------------
 
 
-async def check_lease(connection: asyncpg.Connection, shard_id: int, epoch: int) -> None:
+async def write_batch(connection: asyncpg.Connection, plan: BatchPlan, codec: ResultCodec, *, shard_id: int,
+                      epoch: int | None) -> None:
+    """One transaction on a `connect_writer` connection: BEGIN, the lease check first thing (unless
+    `epoch` is None: the fencing negative control only), the plan, COMMIT.
+
+    On any exception the transaction is left open: the caller must discard the connection
+    (terminating it rolls back), as the actor does with every connection whose commit failed.
+    """
+    if epoch is None:
+        await connection.execute("BEGIN")
+    else:
+        await check_lease(connection, shard_id, epoch, begin=True)
+    await execute_plan(connection, plan, codec)
+    status = await connection.execute("COMMIT")
+    if status != "COMMIT":
+        raise RuntimeError(f"COMMIT answered {status!r}")
+
+
+async def check_lease(connection: asyncpg.Connection, shard_id: int, epoch: int, *, begin: bool = False) -> None:
     """Inside the batch's transaction: refuse to write unless our epoch still holds the lease.
 
     ``FOR SHARE`` makes a newer actor's lease increment wait for this transaction, so a batch
-    that passed the check cannot interleave with a takeover.
+    that passed the check cannot interleave with a takeover (and a check that waited for one
+    sees the new epoch, matches no row and fails). With `begin`, ``BEGIN`` and the check travel
+    as one simple-query message: one round trip less per commit (~70 µs of the actor's CPU on
+    the 2-core box, measured per asyncpg statement). Both numbers are ints, never text.
     """
-    current = await connection.fetchval("SELECT epoch FROM shard_lease WHERE shard_id = $1 FOR SHARE", shard_id)
-    if current != epoch:
+    check = f"SELECT 1 FROM shard_lease WHERE shard_id = {int(shard_id)} AND epoch = {int(epoch)} FOR SHARE"
+    status = await connection.execute(f"BEGIN; {check}" if begin else check)
+    if status != "SELECT 1":
+        current = await connection.fetchval("SELECT epoch FROM shard_lease WHERE shard_id = $1", shard_id)
         raise Fenced(f"shard {shard_id} lease is at epoch {current}, this actor holds {epoch}")
 
 
 async def execute_plan(connection: asyncpg.Connection, plan: BatchPlan, codec: ResultCodec) -> None:
-    """Run the plan's statements; the caller owns the transaction and has checked the lease."""
+    """Run the plan's statements on a `connect_writer` connection (its times are POSIX seconds);
+    the caller owns the transaction and has checked the lease (see `write_batch`)."""
     for created in plan.new_events:
         await insert_event(connection, created.event, created.sections)
-    await _insert_new(connection, "holds", HOLD_COLUMNS, plan.holds)
-    await _insert_new(connection, "orders", ORDER_COLUMNS, plan.orders)
-    await _insert_new(connection, "tickets", TICKET_COLUMNS, plan.tickets)
-    await _update_existing(connection, "holds", "hold_id", plan.holds)
-    await _update_existing(connection, "orders", "order_id", plan.orders)
-    await _update_existing(connection, "tickets", "ticket_id", plan.tickets)
+    # Rows that existed before the batch change first: a transfer voids a seat's live ticket in the
+    # batch that issues its replacement, and the unique index on live tickets per seat checks every
+    # row as it is written, so inserting the replacement first failed the batch. Updates never
+    # depend on rows new in the batch (those carry their final state), so nothing needs them after.
+    await _update_existing(connection, "holds", "hold_id", plan.hold_updates)
+    await _update_existing(connection, "orders", "order_id", plan.order_updates)
+    await _update_existing(connection, "tickets", "ticket_id", plan.ticket_updates)
+    await _insert_new(connection, plan)
     await _write_seats(connection, plan)
     if plan.pools:
-        keys = list(plan.pools)
+        counters = list(plan.pools.values())
         status = await connection.execute(
             """UPDATE ga_pools p SET held = u.held, sold = u.sold
                FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[]) AS u(event_id, section_id, held, sold)
                WHERE p.event_id = u.event_id AND p.section_id = u.section_id""",
-            [k[0] for k in keys], [k[1] for k in keys], [plan.pools[k][0] for k in keys],
-            [plan.pools[k][1] for k in keys])
-        _expect(status, len(keys), "ga_pools")
+            [c.event_id for c in counters], [c.section_id for c in counters], [c.held for c in counters],
+            [c.sold for c in counters])
+        _expect(status, len(counters), "ga_pools")
     for event_id, (from_status, to_status, at_s) in plan.event_status.items():
         status = await connection.execute(
             "UPDATE events SET status = $2, updated_at = $4 WHERE event_id = $1 AND status = $3",
-            event_id, to_status, from_status, timestamp(at_s))
+            event_id, to_status, from_status, at_s)
         _expect(status, 1, "events")
     if plan.checkins:
         await connection.copy_records_to_table(
@@ -276,8 +397,7 @@ async def execute_plan(connection: asyncpg.Connection, plan: BatchPlan, codec: R
     if plan.idempotency:
         await connection.copy_records_to_table(
             "idempotency_keys",
-            records=[(r.user_id, r.key, r.fingerprint, codec.encode(r.result), timestamp(r.at_s))
-                     for r in plan.idempotency],
+            records=[(r.user_id, r.key, r.fingerprint, codec.encode(r.result), r.at_s) for r in plan.idempotency],
             columns=("user_id", "key", "fingerprint", "result", "created_at"))
     for changed in plan.event_fields:
         await update_event(connection, changed.event_id, changed.fields)
@@ -289,7 +409,7 @@ async def execute_plan(connection: asyncpg.Connection, plan: BatchPlan, codec: R
                ON CONFLICT (gateway, idempotency_key) DO UPDATE
                SET status = EXCLUDED.status, gateway_ref = coalesce(EXCLUDED.gateway_ref, payments.gateway_ref),
                    order_id = coalesce(EXCLUDED.order_id, payments.order_id), updated_at = EXCLUDED.updated_at""",
-            [(*p[:12], timestamp(p.at_s)) for p in plan.payments])
+            [tuple(payment) for payment in plan.payments])
     for recorded in plan.holders:
         await connection.execute(
             """UPDATE tickets t SET holder_name = u.name, holder_email = u.email
@@ -297,31 +417,34 @@ async def execute_plan(connection: asyncpg.Connection, plan: BatchPlan, codec: R
                WHERE t.ticket_id = u.ticket_id""",
             list(recorded.ticket_ids), list(recorded.names), list(recorded.emails))
     if plan.audit:
-        await connection.copy_records_to_table(
-            "audit_log", records=plan.audit,
-            columns=("event_id", "actor", "entity", "entity_id", "from_status", "to_status", "at"))
+        await connection.copy_records_to_table("audit_log", records=plan.audit, columns=AUDIT_COLUMNS)
 
 
-async def _insert_new(connection: asyncpg.Connection, table: str, columns: tuple[str, ...],
-                      rows: dict[UUID, _Row]) -> None:
-    records = [(key, *(row.values[column] for column in columns[1:])) for key, row in rows.items() if not row.existed]
-    if records:
-        await connection.copy_records_to_table(table, records=records, columns=columns)
+async def _insert_new(connection: asyncpg.Connection, plan: BatchPlan) -> None:
+    """COPY the rows that are new in this batch, parents before children (holds, orders, tickets)."""
+    if plan.pool_hold_rows:
+        await connection.copy_records_to_table("holds", records=plan.pool_hold_rows, columns=POOL_HOLD_COLUMNS)
+    if plan.seat_hold_rows:
+        await connection.copy_records_to_table("holds", records=plan.seat_hold_rows, columns=HOLD_COLUMNS)
+    if plan.new_orders:
+        await connection.copy_records_to_table("orders", records=list(plan.new_orders.values()), columns=ORDER_COLUMNS)
+    if plan.new_tickets:
+        await connection.copy_records_to_table("tickets", records=list(plan.new_tickets.values()),
+                                               columns=TICKET_COLUMNS)
 
 
 async def _update_existing(connection: asyncpg.Connection, table: str, key_column: str,
-                           rows: dict[UUID, _Row]) -> None:
-    existing = [(key, row) for key, row in rows.items() if row.existed]
-    if not existing:
+                           updates: dict[int, list[Any]]) -> None:
+    if not updates:
         return
+    rows = list(updates.values())
     status = await connection.execute(
         f"""UPDATE {table} t SET status = u.status, updated_at = u.updated_at
             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])
                  AS u(key, first_status, status, updated_at)
             WHERE t.{key_column} = u.key AND t.status = u.first_status""",
-        [key for key, _ in existing], [row.first_status for _, row in existing],
-        [row.values["status"] for _, row in existing], [row.values["updated_at"] for _, row in existing])
-    _expect(status, len(existing), table)
+        [row[0] for row in rows], [row[1] for row in rows], [row[2] for row in rows], [row[3] for row in rows])
+    _expect(status, len(rows), table)
 
 
 async def _write_seats(connection: asyncpg.Connection, plan: BatchPlan) -> None:
