@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
-from actors.inventory.commands import BeginCheckout, ConfirmCheckout, HoldSeats
-from actors.inventory.results import HoldView, OrderView
+from actors.inventory.commands import BeginCheckout, CheckIn, ConfirmCheckout, HoldSeats, TransferTicket
+from actors.inventory.errors import ErrorCode
+from actors.inventory.results import HoldView, OrderView, Rejection, TicketView, TransferView
+from actors.inventory.tickets import TicketStatus
 from actors.protocol import Unavailable
 from tests.actor_support import assert_pool_consistent, ga_event_command, ga_hold, new_database, query, start_shard
 from tests.harness import RunningCluster
@@ -200,3 +202,53 @@ def test_postgres_connections_cut_mid_batch(cluster: RunningCluster, ray_driver:
     stored = {row["hold_id"] for row in query(dsn, "SELECT hold_id FROM holds WHERE event_id = $1", create.event_id)}
     assert set(acknowledged) <= stored, "an acknowledged hold is missing"
     assert_pool_consistent(dsn, create.event_id)
+
+
+def test_check_ins_and_transfers_survive_a_restart(cluster: RunningCluster, ray_driver: None) -> None:
+    """A restarted actor rebuilds used and transferred tickets from Postgres: the ticket admitted
+    before the SIGKILL is refused as already used (naming the first gate), the transferred ticket
+    is void, and its replacement belongs to the recipient and admits exactly once."""
+    import ray
+
+    dsn = new_database(cluster)
+    shard = start_shard(dsn)
+    create = ga_event_command(10, seated_rows=[10])
+    ray.get(shard.apply.remote([create]))
+    event_id = create.event_id
+
+    async def purchase(user: str, hold_command: Any) -> uuid.UUID:
+        hold = await send(shard, hold_command)
+        assert isinstance(hold, HoldView), hold
+        assert isinstance(await send(shard, BeginCheckout(user, hold.hold_id)), HoldView)
+        order = await send(shard, ConfirmCheckout(user, hold.hold_id, uuid.uuid4(), (uuid.uuid4(),)))
+        assert isinstance(order, OrderView), order
+        return order.tickets[0].ticket_id
+
+    async def before_kill() -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+        used = await purchase("gina", ga_hold(event_id, "gina"))
+        admitted = await send(shard, CheckIn(used, "north"))
+        assert isinstance(admitted, TicketView) and admitted.status is TicketStatus.CHECKED_IN, admitted
+        moved = await purchase("alice", HoldSeats(event_id, "alice", uuid.uuid4(), ("A-1-1",)))
+        transfer = await send(shard, TransferTicket("alice", moved, "bob", uuid.uuid4()))
+        assert isinstance(transfer, TransferView), transfer
+        return used, moved, transfer.new_ticket.ticket_id
+
+    used, moved, replacement = asyncio.run(before_kill())
+    pid = ray.get(shard.health.remote())["pid"]
+    os.kill(pid, signal.SIGKILL)
+
+    async def after_kill() -> None:  # `send` retries while the actor restarts
+        again = await send(shard, CheckIn(used, "south"))
+        assert isinstance(again, Rejection) and again.code is ErrorCode.TICKET_ALREADY_USED, again
+        assert again.gate == "north", again
+        void = await send(shard, CheckIn(moved, "south"))
+        assert isinstance(void, Rejection) and void.code is ErrorCode.TICKET_VOID, void
+        admitted = await send(shard, CheckIn(replacement, "south"))
+        assert isinstance(admitted, TicketView) and admitted.seat == "A-1-1", admitted
+        twice = await send(shard, CheckIn(replacement, "east"))
+        assert isinstance(twice, Rejection) and twice.code is ErrorCode.TICKET_ALREADY_USED, twice
+
+    asyncio.run(after_kill())
+    assert ray.get(shard.health.remote())["epoch"] >= 2, "the actor was not restarted"
+    owners = query(dsn, "SELECT ticket_id, user_id FROM tickets WHERE ticket_id = $1", replacement)
+    assert [row["user_id"] for row in owners] == ["bob"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,8 @@ from tests.harness import RunningCluster
 pytestmark = pytest.mark.integration
 
 CONCURRENT_CALLS = 200
+LOCK_WAIT_POLLS_MAX = 500
+QUEUE_FILL_S = 0.3
 
 
 async def concurrently(calls: list) -> list:  # type: ignore[type-arg]
@@ -24,15 +27,40 @@ async def concurrently(calls: list) -> list:  # type: ignore[type-arg]
 def test_group_commit_merges_concurrent_calls(cluster: RunningCluster, ray_driver: None) -> None:
     """200 concurrent single-hold calls: each hold row's xmin names the transaction that wrote it,
     so the number of distinct xmins is the number of commits. Far fewer than 200 proves the
-    commits were shared, and every hold was still acknowledged only after its commit."""
+    commits were shared, and every hold was still acknowledged only after its commit.
+
+    A second connection holds the shard's lease row while the calls arrive, so the actor's first
+    commit waits on it (its lease check comes first) and the calls behind it queue up, as they do
+    behind a slow commit under load. Without that the count depends on how fast this machine
+    commits: with fast commits and calls trickling in from one driver, each commit found only a
+    few calls waiting."""
+    import asyncpg
+    import ray
+
     dsn = new_database(cluster)
     shard = start_shard(dsn)
     create = ga_event_command(10_000)
-    import ray
-
     assert isinstance(ray.get(shard.apply.remote([create]))[0], EventDocument)
-    calls = [shard.apply.remote([ga_hold(create.event_id, f"user-{n}")]) for n in range(CONCURRENT_CALLS)]
-    replies = asyncio.run(concurrently(calls))
+
+    async def main() -> list[Any]:
+        blocker = await asyncpg.connect(dsn)
+        try:
+            async with blocker.transaction():
+                await blocker.execute("SELECT 1 FROM shard_lease FOR UPDATE")
+                calls = asyncio.gather(*(shard.apply.remote([ga_hold(create.event_id, f"user-{n}")])
+                                         for n in range(CONCURRENT_CALLS)))
+                for _ in range(LOCK_WAIT_POLLS_MAX):  # until the actor's commit waits on the lease row
+                    waiting = await blocker.fetchval("""SELECT count(*) FROM pg_stat_activity
+                                                        WHERE datname = current_database() AND wait_event_type = 'Lock'""")
+                    if waiting:
+                        break
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(QUEUE_FILL_S)  # let the calls behind it arrive; the commit timeout is 3 s
+            return list(await calls)
+        finally:
+            await blocker.close()
+
+    replies = asyncio.run(main())
     assert all(isinstance(reply[0], HoldView) for reply in replies)
 
     (row,) = query(dsn, """SELECT count(*) AS holds, count(DISTINCT xmin::text) AS commits FROM holds
