@@ -18,6 +18,7 @@ pytestmark = pytest.mark.integration
 CONCURRENT_CALLS = 200
 LOCK_WAIT_POLLS_MAX = 500
 QUEUE_FILL_S = 0.3
+LOCK_WAITERS = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
 
 
 async def concurrently(calls: list) -> list:  # type: ignore[type-arg]
@@ -50,9 +51,7 @@ def test_group_commit_merges_concurrent_calls(cluster: RunningCluster, ray_drive
                 calls = asyncio.gather(*(shard.apply.remote([ga_hold(create.event_id, f"user-{n}")])
                                          for n in range(CONCURRENT_CALLS)))
                 for _ in range(LOCK_WAIT_POLLS_MAX):  # until the actor's commit waits on the lease row
-                    waiting = await blocker.fetchval("""SELECT count(*) FROM pg_stat_activity
-                                                        WHERE datname = current_database() AND wait_event_type = 'Lock'""")
-                    if waiting:
+                    if await blocker.fetchval(LOCK_WAITERS):
                         break
                     await asyncio.sleep(0.01)
                 await asyncio.sleep(QUEUE_FILL_S)  # let the calls behind it arrive; the commit timeout is 3 s
