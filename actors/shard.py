@@ -27,7 +27,7 @@ from uuid import UUID
 
 from actors.committer import CommitFailed, GroupCommitter
 from actors.event_admin import create_event, update_event
-from actors.inventory import InvariantViolation, InventoryLimits, ShardInventory
+from actors.inventory import NATIVE_STATUS, InvariantViolation, InventoryLimits, ShardInventory
 from actors.inventory.changes import IdempotencyRecorded
 from actors.inventory.commands import USER_COMMAND_TYPES
 from actors.inventory.results import Outcome
@@ -341,7 +341,8 @@ class EventShard:
             self._start_task = asyncio.get_running_loop().create_task(self._start())
         return {"shard_id": self.config.shard_id, "slots": len(self.config.slots), "pid": os.getpid(),
                 "started_at": self.started_at, "epoch": self.epoch,
-                "ready": bool(self._ready and self._ready.is_set()), "events": len(self.documents)}
+                "ready": bool(self._ready and self._ready.is_set()), "events": len(self.documents),
+                "core": NATIVE_STATUS}
 
     async def slots(self) -> list[int]:
         return list(self.config.slots)

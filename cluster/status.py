@@ -108,12 +108,13 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [f"router   : {status['base_url'] or 'not running'}",
              f"ray      : {status['ray_address'] or 'not running'}",
              f"redis    : {'up' if status['redis']['up'] else 'DOWN ' + status['redis'].get('error', '')}",
-             "shard  slots    actor                     database"]
+             "shard  slots    actor                                 database"]
     for shard in status["shards"]:
         actor, database = shard["actor"], shard["database"]
-        actor_text = f"up pid {actor.get('pid')}" if actor["up"] else "DOWN"
+        core = str(actor.get("core", "?")).split(":")[0]  # compiled or interpreted (actors/inventory/native.py)
+        actor_text = f"up pid {actor.get('pid')} ({core} core)" if actor["up"] else "DOWN"
         database_text = (f"up schema v{database.get('schema_version')} epoch {database.get('lease_epoch')}"
                          if database["up"] else "DOWN " + database.get("error", ""))
-        lines.append(f"{shard['shard_id']:<6} {shard['slots']:<8} {actor_text:<25} {database_text}")
+        lines.append(f"{shard['shard_id']:<6} {shard['slots']:<8} {actor_text:<37} {database_text}")
     lines.append("healthy" if status["healthy"] else "NOT healthy")
     return "\n".join(lines)

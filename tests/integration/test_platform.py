@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
+import actors.inventory
 from router.auth import issue_token
 from shards.migrate import load_migrations
 from tests.harness import RunningCluster
@@ -75,12 +76,15 @@ def test_migrate_command_is_idempotent(cluster: RunningCluster) -> None:
 
 
 def test_status_command_reports_healthy(cluster: RunningCluster) -> None:
+    """Every shard is up, and runs the same build of the core as this test process."""
+    expected_core = "compiled" if actors.inventory.NATIVE else "interpreted"
     result = subprocess.run(
         [sys.executable, "-m", "cluster.cli", "status", "--data-dir", str(cluster.data_dir)],
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("up pid") == 4 and "healthy" in result.stdout
+    assert result.stdout.count(f"({expected_core} core)") == 4, result.stdout
 
 
 def test_metrics_aggregate_router_workers(http: httpx.Client) -> None:
