@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -368,14 +369,15 @@ def _apply_all(shard: EventShard, requests: list[Any], now_s: float) -> list[Out
     core_apply = inventory.apply if shard.config.idempotency else functools.partial(_apply_without_key, inventory)
     try:
         return [core_apply(request, now_s) if type(request) not in _SHELL_REQUESTS
-                else _apply_shell(shard, request, now_s) for request in requests]
+                else _apply_shell(shard, core_apply, request, now_s) for request in requests]
     except InvariantViolation:
         log.critical("invariant broken in shard %s: exiting so Ray restarts and recovery rebuilds",
                      shard.config.shard_id, exc_info=True)
         os._exit(70)
 
 
-def _apply_shell(shard: EventShard, request: Any, now_s: float) -> Outcome | ShellOutcome:
+def _apply_shell(shard: EventShard, core_apply: Callable[[Any, float], Outcome], request: Any,
+                 now_s: float) -> Outcome | ShellOutcome:
     kind = type(request)
     if kind is CreateEvent:
         return create_event(shard, request, now_s)
@@ -386,9 +388,7 @@ def _apply_shell(shard: EventShard, request: Any, now_s: float) -> Outcome | She
         document = shard.documents.get(command.event_id)
         if document is not None and document["queue"].get("enabled") and not request.admitted:
             return ShellOutcome(QueueRequired(command.event_id))
-        if not shard.config.idempotency:
-            return _apply_without_key(shard.inventory, command, now_s)
-        return shard.inventory.apply(command, now_s)
+        return core_apply(command, now_s)
     return checkout_outcome(shard, request, now_s)
 
 

@@ -30,12 +30,10 @@ from actors.inventory.errors import ErrorCode
 from actors.inventory.holds import HoldStatus
 from actors.inventory.results import HoldView, Rejection
 from actors.protocol import QueueGate
+from shards.writer import interned_pg_uuid
 
 AS_IS, GA, SEATS, BEST, GATE, HOLD_VIEW, REJECTION = range(7)
 PICKLE_PROTOCOL = 5
-# Distinct event ids remembered by `_event_uuid`; a process sees few events at a time, and the
-# table is simply emptied when it fills up.
-EVENT_IDS_CACHED_MAX = 4096
 
 _new_object = object.__new__
 _new_tuple = tuple.__new__
@@ -58,7 +56,6 @@ _GA_SETTERS = tuple(HoldGeneralAdmission.__dict__[name].__set__ for name in (
 # GA hold's row and audit row went from 1.5 to 1.1 µs, measured). The core holds asyncpg UUIDs
 # anyway after any recovery (Postgres rows decode to them). Replies for the router keep
 # `uuid.UUID`, which orjson serialises and asyncpg's type does not.
-_event_ids: dict[bytes, uuid.UUID] = {}
 
 
 def _uuid(data: bytes) -> uuid.UUID:
@@ -72,12 +69,7 @@ def _uuid(data: bytes) -> uuid.UUID:
 def _event_uuid(data: bytes) -> uuid.UUID:
     """The UUID of an event id, shared by every message about that event (UUIDs are immutable):
     every command of a batch names the same few events, so decoding each anew was wasted work."""
-    value = _event_ids.get(data)
-    if value is None:
-        if len(_event_ids) >= EVENT_IDS_CACHED_MAX:
-            _event_ids.clear()
-        value = _event_ids[data] = PgUUID(data)
-    return value
+    return interned_pg_uuid(_from_bytes(data, "big"))
 
 
 def _hold_general_admission(wire: tuple[Any, ...]) -> HoldGeneralAdmission:

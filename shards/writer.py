@@ -288,23 +288,28 @@ def plan_batch(changes: Iterable[Any]) -> BatchPlan:  # noqa: C901 — one flat 
     return plan
 
 
-_event_ids: dict[int, UUID] = {}
+_interned_ids: dict[int, UUID] = {}
 
 
-def _event_id(event_id: UUID) -> UUID:
-    """The event's id as asyncpg's own UUID type, which COPY writes with a memcpy; a uuid.UUID costs
-    a call of its Python `bytes` property (~0.1 µs), and a hold's row and audit row both carry it."""
-    value = _event_ids.get(event_id.int)
-    if value is None:
-        if len(_event_ids) >= EVENT_IDS_CACHED_MAX:
-            _event_ids.clear()
-        value = _event_ids[event_id.int] = PgUUID(event_id.bytes)
-    return value
+def interned_pg_uuid(value: int) -> UUID:
+    """The id with this 128-bit value as asyncpg's own UUID type, one object per id.
+
+    For event ids, which every hold row, audit row and command of a batch repeats: COPY writes
+    asyncpg's UUID with a memcpy where a uuid.UUID costs a call of its Python `bytes` property
+    (~0.1 µs), and `actors.wire` shares the object among the commands it decodes. The table is
+    emptied when it holds `EVENT_IDS_CACHED_MAX` ids.
+    """
+    interned = _interned_ids.get(value)
+    if interned is None:
+        if len(_interned_ids) >= EVENT_IDS_CACHED_MAX:
+            _interned_ids.clear()
+        interned = _interned_ids[value] = PgUUID(value.to_bytes(16, "big"))
+    return interned
 
 
 def _fold_hold_created(plan: BatchPlan, change: HoldCreated) -> None:
     event_id, hold_id, user_id, kind, section_id, seat_nos, quantity, total_cents, expires_at_s, at_s = change
-    event_id = _event_id(event_id)
+    event_id = interned_pg_uuid(event_id.int)
     if seat_nos:
         row = [hold_id, event_id, user_id, kind, section_id, list(seat_nos), quantity, total_cents, expires_at_s, at_s,
                _HELD, at_s]
