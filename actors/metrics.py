@@ -48,6 +48,8 @@ class ShardMetrics:
         self.recoveries = counter("ticketing_actor_recoveries_total", "Recoveries (starts and rebuilds).").labels(shard)
         self.epoch = gauge("ticketing_actor_epoch", "Lease epoch this actor holds.").labels(shard)
         self.events = gauge("ticketing_actor_events", "Events owned in memory.").labels(shard)
+        self.core_compiled = gauge("ticketing_actor_core_compiled",
+                                   "1: the mypyc-compiled inventory core; 0: interpreted.").labels(shard)
         self.active_holds = gauge("ticketing_active_holds", "Live holds (held or payment_pending).").labels(shard)
         self.holds = counter("ticketing_holds_total", "Hold transitions by result.", "result")
         self.holds_created = self.holds.labels(shard, "created")  # the hot one, resolved once

@@ -28,7 +28,7 @@ from uuid import UUID
 
 from actors.committer import CommitFailed, GroupCommitter
 from actors.event_admin import create_event, update_event
-from actors.inventory import NATIVE_STATUS, InvariantViolation, InventoryLimits, ShardInventory
+from actors.inventory import NATIVE, NATIVE_STATUS, InvariantViolation, InventoryLimits, ShardInventory
 from actors.inventory.changes import IdempotencyRecorded
 from actors.inventory.commands import USER_COMMAND_TYPES
 from actors.inventory.results import Outcome
@@ -169,6 +169,7 @@ class EventShard:
         self.metrics.recovery_seconds.set(elapsed)
         self.metrics.recoveries.inc()
         self.metrics.epoch.set(self.epoch)
+        self.metrics.core_compiled.set(1 if NATIVE else 0)
         self.metrics.events.set(len(self.documents))
         self.metrics.active_holds.set(self.inventory.live_hold_count())
         log.info("shard %s recovered %d events at epoch %d in %.3f s", self.config.shard_id,

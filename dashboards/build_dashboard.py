@@ -92,10 +92,11 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
             (rate("ticketing_actor_commits_total", "shard"), "commits {{shard}}"),
             (rate("ticketing_actor_commit_failures_total", "shard, reason"), "failure {{shard}} {{reason}}"),
             ("sum by (shard) (increase(ticketing_actor_recoveries_total[5m]))", "recoveries {{shard}}")]),
-        panel("Last recovery time, lease epoch, events owned", [
+        panel("Last recovery time, lease epoch, events owned, compiled core", [
             ("sum by (shard) (ticketing_actor_events)", "events {{shard}}"),
             ("max by (shard) (ticketing_actor_recovery_seconds)", "recovery s {{shard}}"),
-            ("max by (shard) (ticketing_actor_epoch)", "epoch {{shard}}")]),
+            ("max by (shard) (ticketing_actor_epoch)", "epoch {{shard}}"),
+            ("min by (shard) (ticketing_actor_core_compiled)", "compiled core {{shard}}")]),
     ]),
     ("Browse and live seat maps", [
         panel("Event listing latency p99 and shard failures", [
