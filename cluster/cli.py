@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from cluster.logs import configure_logging
 from cluster.settings import Settings
@@ -49,11 +50,15 @@ def cmd_token(args: argparse.Namespace) -> int:
     from cluster.secrets import ensure_jwt_secret
     from router.auth import issue_token
 
+    events = args.event or []
+    if events and args.role != "validator":
+        raise ValueError("--event scopes validator tokens; organizers check in their own events, admins any")
     settings = _settings(args)
     secret = settings.jwt_secret or ensure_jwt_secret(settings.resolved_data_dir)
     ttl_s = args.ttl_s or settings.jwt_ttl_s
     subjects = [args.sub] if args.count is None else [f"{args.sub}-{index}" for index in range(args.count)]
-    lines = [issue_token(secret, subject, args.role, ttl_s, settings.jwt_algorithm) for subject in subjects]
+    lines = [issue_token(secret, subject, args.role, ttl_s, settings.jwt_algorithm, events=events)
+             for subject in subjects]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
@@ -121,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--role", required=True, choices=["buyer", "organizer", "validator", "admin"])
     token.add_argument("--ttl-s", type=int, default=None, help="lifetime in seconds")
     token.add_argument("--count", type=int, default=None, help="print N tokens for SUB-0 … SUB-(N-1)")
+    token.add_argument("--event", type=UUID, action="append", default=None, metavar="ID",
+                       help="validator only: an event whose tickets the token may check in (repeatable); "
+                            "a validator token without --event checks in nothing")
 
     add("migrate", cmd_migrate, "apply the SQL migrations to every shard database")
     add("status", cmd_status, "shards, actors, databases and Redis of a deployment")

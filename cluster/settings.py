@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     jwt_public_key_file: Path | None = None
     jwt_algorithm: str = "HS256"
     jwt_ttl_s: int = Field(3600, ge=1)
+    # HMAC key of waiting-room admission tokens (X-Queue-Token); generated under data_dir when
+    # unset. Routers on several hosts that share no data_dir must set the same value.
+    queue_token_secret: str = ""
 
     # Holds (API.md: hold_seconds in [min_hold_seconds, 3600]).
     min_hold_seconds: int = Field(60, ge=1)

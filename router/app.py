@@ -66,8 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.runtime = runtime
-    app.state.token_verifier = verifier = TokenVerifier(settings)
-    app.state.queue_tokens = QueueTokens(verifier.key if isinstance(verifier.key, str) else settings.jwt_secret)
+    app.state.token_verifier = TokenVerifier(settings)
+    app.state.queue_tokens = QueueTokens.for_deployment(settings)
     app.state.shard_client = shard_client = ShardClient(runtime, settings)
     app.state.gateway = gateway = build_gateway(
         settings.payment_gateway, settings.resolved_data_dir, call_timeout_s=settings.gateway_call_timeout_s,

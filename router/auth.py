@@ -3,6 +3,11 @@
 Tokens carry ``sub`` (the user id), ``role`` and ``exp``. By default they are HS256 tokens signed
 with the deployment's secret (what `ticketing token` prints); a deployment fronted by an outside
 identity provider configures its public key instead.
+
+A validator's token also carries ``events``, the ids of the events whose tickets it may check in
+(`ticketing token --role validator --event ID`, repeatable); a validator token without the claim
+may check in nothing. Organizers are scoped by ownership of the event instead, and admins are
+global (`router/checkins_api.py` applies the scopes). The claim is ignored for other roles.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ import base64
 import hashlib
 import hmac
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from uuid import UUID
 
 import jwt
 import orjson
@@ -29,6 +36,11 @@ CLOCK_SKEW_S = 30
 # session, and verifying it (base64, JSON, HMAC) cost 17% of a hold's router CPU (measured); a
 # cached token is still checked against its own expiry on every use.
 VERIFIED_TOKENS_MAX = 100_000
+# Events one validator token may name: a gate team works a festival, not a catalogue. It also
+# bounds the work of parsing a token.
+TOKEN_EVENTS_MAX = 256
+UUID_CHARS_MAX = 36
+CLAIMS = frozenset({"sub", "role", "exp", "iat", "events"})
 
 
 def _unb64(text: str) -> bytes:
@@ -41,6 +53,26 @@ def _unb64(text: str) -> bytes:
 class Principal:
     user_id: str
     role: str
+    # The `events` claim: for a validator, the only events whose tickets it may check in.
+    events: frozenset[UUID] = frozenset()
+
+
+def parse_events_claim(value: object) -> frozenset[UUID] | None:
+    """The `events` claim as event ids; None when malformed (not a list of at most
+    TOKEN_EVENTS_MAX UUID strings). A token without the claim has the empty scope."""
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or len(value) > TOKEN_EVENTS_MAX:
+        return None
+    events: set[UUID] = set()
+    for item in value:
+        if not isinstance(item, str) or len(item) > UUID_CHARS_MAX:
+            return None
+        try:
+            events.add(UUID(item))
+        except ValueError:
+            return None
+    return frozenset(events)
 
 
 class TokenVerifier:
@@ -90,7 +122,7 @@ class TokenVerifier:
             claims = orjson.loads(_unb64(parts[1]))
         except (ValueError, orjson.JSONDecodeError):
             return None
-        if not isinstance(claims, dict) or not set(claims) <= {"sub", "role", "exp", "iat"}:
+        if not isinstance(claims, dict) or not set(claims) <= CLAIMS:
             return None
         expires_at, issued_at = claims.get("exp"), claims.get("iat", 0)
         if not isinstance(expires_at, int | float) or not isinstance(issued_at, int | float):
@@ -101,7 +133,10 @@ class TokenVerifier:
         subject, role = claims.get("sub"), claims.get("role")
         if not isinstance(subject, str) or not 0 < len(subject) <= SUBJECT_LENGTH_MAX or role not in ROLES:
             return None
-        return Principal(subject, str(role)), float(expires_at)
+        events = parse_events_claim(claims.get("events"))
+        if events is None:
+            return None
+        return Principal(subject, str(role), events), float(expires_at)
 
     def _decode_with_pyjwt(self, token: str) -> tuple[Principal, float]:
         try:
@@ -117,14 +152,24 @@ class TokenVerifier:
             raise ApiError(401, "UNAUTHENTICATED", "token subject must be a non-empty string")
         if role not in ROLES:
             raise ApiError(401, "UNAUTHENTICATED", "token role is not one of " + ", ".join(sorted(ROLES)))
-        return Principal(subject, role), float(claims["exp"])
+        events = parse_events_claim(claims.get("events"))
+        if events is None:
+            raise ApiError(401, "UNAUTHENTICATED",
+                           f"token events must be a list of at most {TOKEN_EVENTS_MAX} event ids")
+        return Principal(subject, role, events), float(claims["exp"])
 
 
-def issue_token(secret: str, subject: str, role: str, ttl_s: int, algorithm: str = "HS256") -> str:
+def issue_token(secret: str, subject: str, role: str, ttl_s: int, algorithm: str = "HS256",
+                events: Sequence[str | UUID] = ()) -> str:
+    """A signed token; `events` scopes a validator to those events (the `events` claim)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {sorted(ROLES)}")
+    if len(events) > TOKEN_EVENTS_MAX:
+        raise ValueError(f"a token may name at most {TOKEN_EVENTS_MAX} events")
     now = int(time.time())
-    claims = {"sub": subject, "role": role, "iat": now, "exp": now + ttl_s}
+    claims: dict[str, object] = {"sub": subject, "role": role, "iat": now, "exp": now + ttl_s}
+    if events:
+        claims["events"] = sorted({str(UUID(str(event))) for event in events})
     return jwt.encode(claims, secret, algorithm=algorithm)
 
 

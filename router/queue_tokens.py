@@ -3,7 +3,10 @@
 A token admits one user to one event until it expires. It is an HMAC-SHA256-signed, compact
 string, so every router worker verifies it without a round trip to Redis:
 ``<base64url(event_id 16 bytes | expires_at uint32 | user_id utf-8)>.<base64url(mac)>``.
-The key is derived from the deployment's JWT secret with a fixed label, so it never equals it.
+The key is derived with a fixed label from a secret of its own (``TICKETING_QUEUE_TOKEN_SECRET``,
+or ``<data>/secrets/queue_token_secret``, see `cluster/secrets.py`). It used to be derived from the
+JWT secret, which is empty when JWTs are verified with a public key: anyone could then mint
+admission tokens. An empty or short secret is refused here, so that cannot come back.
 """
 
 from __future__ import annotations
@@ -15,8 +18,13 @@ import struct
 import time
 from uuid import UUID
 
+from cluster.secrets import ensure_queue_token_secret
+from cluster.settings import Settings
+
 KEY_LABEL = b"ticketing queue token v1"
 TOKEN_CHARS_MAX = 512
+# 16 bytes of entropy at least; generated secrets are 32 random bytes, base64url (43 characters).
+SECRET_BYTES_MIN = 16
 
 
 def _b64(data: bytes) -> str:
@@ -30,7 +38,15 @@ def _unb64(text: str) -> bytes:
 class QueueTokens:
     def __init__(self, secret: str | bytes) -> None:
         secret_bytes = secret.encode() if isinstance(secret, str) else secret
+        if len(secret_bytes) < SECRET_BYTES_MIN:
+            raise ValueError(f"the queue token secret must have at least {SECRET_BYTES_MIN} bytes")
         self.key = hmac.new(secret_bytes, KEY_LABEL, hashlib.sha256).digest()
+
+    @classmethod
+    def for_deployment(cls, settings: Settings) -> QueueTokens:
+        """The deployment's tokens: the configured secret, else the generated one. Never the JWT
+        key, whatever the JWT configuration."""
+        return cls(settings.queue_token_secret or ensure_queue_token_secret(settings.resolved_data_dir))
 
     def issue(self, user_id: str, event_id: UUID, ttl_s: int, now_s: float | None = None) -> tuple[str, int]:
         expires_at = int((time.time() if now_s is None else now_s) + ttl_s)

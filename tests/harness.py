@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import httpx
 
 from cluster import runstate
 from cluster.runstate import free_port
-from cluster.secrets import read_jwt_secret
+from cluster.secrets import ensure_queue_token_secret, read_jwt_secret
 from router.auth import issue_token
 
 READY_TIMEOUT_S = 120.0
@@ -55,11 +56,15 @@ class RunningCluster:
     def secret(self) -> str:
         return os.environ.get("TICKETING_JWT_SECRET") or read_jwt_secret(self.data_dir)
 
-    def token(self, subject: str, role: str = "buyer") -> str:
-        return issue_token(self.secret(), subject, role, TOKEN_TTL_S)
+    def queue_token_secret(self) -> str:
+        return os.environ.get("TICKETING_QUEUE_TOKEN_SECRET") or ensure_queue_token_secret(self.data_dir)
 
-    def headers(self, subject: str, role: str = "buyer") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(subject, role)}"}
+    def token(self, subject: str, role: str = "buyer", events: Sequence[str] = ()) -> str:
+        """A bearer token; `events` is a validator's scope (the `events` claim)."""
+        return issue_token(self.secret(), subject, role, TOKEN_TTL_S, events=events)
+
+    def headers(self, subject: str, role: str = "buyer", events: Sequence[str] = ()) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(subject, role, events)}"}
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> float:
         started = time.monotonic()

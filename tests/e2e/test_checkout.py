@@ -152,7 +152,7 @@ def test_twenty_gates_admit_a_ticket_exactly_once(http: httpx.Client, cluster: R
     code = bought(http, cluster, event, "gatecrasher")["tickets"][0]["code"]
     requests = [("gate-staff", "POST", "/v1/checkins", {"code": code, "gate": f"gate-{n}"}, {}) for n in range(20)]
     # race() signs requests as buyers; check-in needs validators, so sign them here.
-    validator = cluster.headers("gate-staff", "validator")
+    validator = cluster.headers("gate-staff", "validator", events=[event["id"]])
     requests = [(user, method, path, body, validator) for user, method, path, body, _ in requests]
     responses = asyncio.run(race(cluster, requests))
     statuses = sorted(response.status_code for response in responses)
@@ -167,7 +167,7 @@ def test_twenty_gates_admit_a_ticket_exactly_once(http: httpx.Client, cluster: R
 
 def test_invalid_codes_are_422(http: httpx.Client, cluster: RunningCluster, event: dict[str, Any]) -> None:
     code = bought(http, cluster, event, "forger")["tickets"][0]["code"]
-    validator = cluster.headers("gate-staff", "validator")
+    validator = cluster.headers("gate-staff", "validator", events=[event["id"]])
     head, signature = code.rsplit(".", 1)
     raw = bytearray(base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)))
     raw[5] ^= 0x01
@@ -200,7 +200,7 @@ def test_refund_returns_money_and_inventory(http: httpx.Client, cluster: Running
             409, "ORDER_ALREADY_REFUNDED")
     seats = http.get(f"/v1/events/{event['id']}/seats", params={"section": "A"}).json()
     assert seats["sections"][0]["rows"][1]["seats"][9] == "."
-    validator = cluster.headers("gate-staff", "validator")
+    validator = cluster.headers("gate-staff", "validator", events=[event["id"]])
     problem(http.post("/v1/checkins", json={"code": paid["tickets"][0]["code"], "gate": "n"}, headers=validator),
             410, "TICKET_VOID")
     revoked = http.get(f"/v1/events/{event['id']}/revocations", headers=validator).json()
@@ -224,7 +224,7 @@ def test_transfer_voids_old_code_and_gives_recipient_a_ticket(http: httpx.Client
     mine = http.get("/v1/me/tickets", headers=cluster.headers("receiver")).json()["items"]
     assert new["id"] in {t["id"] for t in mine}
     assert http.get(f"/v1/tickets/{old['id']}", headers=cluster.headers("giver")).json()["status"] == "transferred"
-    validator = cluster.headers("gate-staff", "validator")
+    validator = cluster.headers("gate-staff", "validator", events=[event["id"]])
     problem(http.post("/v1/checkins", json={"code": old["code"], "gate": "n"}, headers=validator), 410, "TICKET_VOID")
     assert http.post("/v1/checkins", json={"code": new["code"], "gate": "n"}, headers=validator).status_code == 200
     problem(http.post(f"/v1/tickets/{old['id']}/transfer", json={"to": "third"}, headers=cluster.headers("giver")),

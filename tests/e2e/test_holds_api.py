@@ -130,7 +130,7 @@ def test_paused_event_and_queue_mode(http: httpx.Client, cluster: RunningCluster
             403, "QUEUE_TOKEN_REQUIRED")
     from router.queue_tokens import QueueTokens
 
-    token, _ = QueueTokens(cluster.secret()).issue("b", uuid.UUID(queued["id"]), 60)
+    token, _ = QueueTokens(cluster.queue_token_secret()).issue("b", uuid.UUID(queued["id"]), 60)
     admitted = http.post("/v1/holds", json={"event_id": queued["id"], "section": "floor", "quantity": 1},
                          headers={**cluster.headers("b"), "X-Queue-Token": token})
     assert admitted.status_code == 201
