@@ -1,0 +1,234 @@
+"""The database's own guards against selling twice, and their negative controls (STYLE §4, §10).
+
+The core keeps its invariants in memory; the schema checks them again: the primary key on
+`seat_claims` (one claim per seat), the unique index `tickets_one_live_per_seat` (one live ticket
+per seat) and the pool's ``CHECK (held + sold <= capacity)``. To see that each guard, and only
+it, stops a double sale, we plant one the writer would otherwise store: two cores that both
+believe they own the event (a split brain: both pass the same lease epoch, so fencing is out of
+the picture) sell the same seat, or a core whose pool is larger than the database's (layout
+drift) sells past the stored capacity. With the guard in place the second commit is refused
+and nothing of it is stored; with the guard dropped the double sale is stored and nothing else
+in the writer notices. If a control stops storing the double sale, the guard tests above it
+prove nothing.
+
+Every test runs on a scratch database of its own, created and dropped here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from actors.events import layout_of, settings_of
+from actors.inventory.commands import BeginCheckout, ConfirmCheckout, HoldGeneralAdmission, HoldSeats
+from actors.inventory.layout import Layout
+from actors.inventory.results import HoldView, OrderView
+from actors.inventory.shard import ShardInventory
+from actors.restore import result_codec
+from loadtest.isolated import create_database, drop_database
+from shards.lease import take_lease
+from shards.writer import connect_writer, plan_batch, write_batch
+from tests.harness import RunningCluster
+from tests.writer_support import BASE_S, DOCUMENT, LAYOUT, POOL, POOL_CAPACITY, event_rows_created
+
+pytestmark = pytest.mark.integration
+
+SHARD_ID = 0
+TIMEOUT_S = 30.0
+CODEC = result_codec()
+SEAT = "A-2-3"
+SEAT_NO = LAYOUT.parse_label(SEAT)
+DROP_CLAIM_KEY = "ALTER TABLE seat_claims DROP CONSTRAINT seat_claims_pkey"
+DROP_LIVE_TICKET_INDEX = "DROP INDEX tickets_one_live_per_seat"
+
+
+@pytest.fixture
+def scratch(cluster: RunningCluster) -> Iterator[str]:
+    dsn = create_database(str(cluster.state()["pg_dsns"][0]), "writer_guard")  # type: ignore[index]
+    try:
+        yield dsn
+    finally:
+        drop_database(dsn)
+
+
+def core(event_id: uuid.UUID, layout: Layout = LAYOUT) -> ShardInventory:
+    shard = ShardInventory()
+    shard.create_event(event_id, layout, settings_of(DOCUMENT))
+    return shard
+
+
+def sell(shard: ShardInventory, event_id: uuid.UUID, user: str, command: Any) -> list[Any]:
+    """Hold, pin and confirm on one core; returns the change records (one batch)."""
+    changes: list[Any] = []
+    hold = shard.apply(command, BASE_S)
+    assert isinstance(hold.result, HoldView), hold.result
+    pinned = shard.apply(BeginCheckout(user, hold.result.hold_id), BASE_S)
+    order = shard.apply(ConfirmCheckout(user, hold.result.hold_id, uuid.uuid4(),
+                                        tuple(uuid.uuid4() for _ in range(hold.result.quantity))), BASE_S)
+    assert isinstance(order.result, OrderView), order.result
+    for outcome in (hold, pinned, order):
+        changes.extend(outcome.changes)
+    return changes
+
+
+async def commit(dsn: str, epoch: int, changes: list[Any]) -> None:
+    """One batch through `write_batch`; on failure the connection is terminated (rolled back)."""
+    connection = await connect_writer(dsn, timeout_s=TIMEOUT_S)
+    try:
+        await write_batch(connection, plan_batch(changes), CODEC, shard_id=SHARD_ID, epoch=epoch)
+    except BaseException:
+        connection.terminate()
+        raise
+    await connection.close(timeout=TIMEOUT_S)
+
+
+async def prepare(dsn: str, event_id: uuid.UUID, *ddl: str) -> int:
+    """The event's rows, the lease, and the guards this test drops; returns the epoch."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        epoch = await take_lease(connection, SHARD_ID, "guard-test")
+        for statement in ddl:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+    await commit(dsn, epoch, [event_rows_created(event_id)])
+    return epoch
+
+
+async def fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(dsn)
+    try:
+        return list(await connection.fetch(query, *args))
+    finally:
+        await connection.close()
+
+
+def split_brain(dsn: str, *ddl: str, sold: bool) -> tuple[uuid.UUID, list[BaseException | None]]:
+    """Two cores hold (and with `sold`, buy) the same seat; both batches go to the writer in turn.
+    Returns the event id and what each commit raised (None when it committed)."""
+    event_id = uuid.uuid4()
+
+    async def main() -> list[BaseException | None]:
+        epoch = await prepare(dsn, event_id, *ddl)
+        outcomes: list[BaseException | None] = []
+        for user in ("ana", "ben"):
+            command = HoldSeats(event_id, user, uuid.uuid4(), (SEAT,))
+            shard = core(event_id)
+            changes = sell(shard, event_id, user, command) if sold else list(shard.apply(command, BASE_S).changes)
+            try:
+                await commit(dsn, epoch, changes)
+                outcomes.append(None)
+            except asyncpg.PostgresError as error:
+                outcomes.append(error)
+        return outcomes
+
+    return event_id, asyncio.run(main())
+
+
+def claims_of_seat(dsn: str, event_id: uuid.UUID) -> list[asyncpg.Record]:
+    return asyncio.run(fetch(dsn, "SELECT hold_id, state FROM seat_claims WHERE event_id = $1 AND seat_no = $2",
+                             event_id, SEAT_NO))
+
+
+def live_tickets_of_seat(dsn: str, event_id: uuid.UUID) -> list[asyncpg.Record]:
+    return asyncio.run(fetch(dsn, """SELECT ticket_id FROM tickets WHERE event_id = $1 AND seat_no = $2
+                                     AND status IN ('valid', 'checked_in')""", event_id, SEAT_NO))
+
+
+# --- one claim per seat --------------------------------------------------------------------------
+
+
+def test_the_claim_primary_key_refuses_a_second_claim(scratch: str) -> None:
+    event_id, outcomes = split_brain(scratch, sold=False)
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], asyncpg.UniqueViolationError), outcomes[1]
+    assert len(claims_of_seat(scratch, event_id)) == 1
+    holds = asyncio.run(fetch(scratch, "SELECT user_id FROM holds WHERE event_id = $1", event_id))
+    assert [row["user_id"] for row in holds] == ["ana"], "the refused batch left rows behind"
+
+
+def test_negative_control_without_the_claim_primary_key_a_seat_is_held_twice(scratch: str) -> None:
+    event_id, outcomes = split_brain(scratch, DROP_CLAIM_KEY, sold=False)
+    assert outcomes == [None, None], "without its primary key, nothing else should refuse the claim"
+    assert len(claims_of_seat(scratch, event_id)) == 2
+
+
+# --- one live ticket per seat ------------------------------------------------------------------
+
+
+def test_a_second_sale_of_a_seat_is_refused_by_the_claim_key(scratch: str) -> None:
+    event_id, outcomes = split_brain(scratch, sold=True)
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], asyncpg.UniqueViolationError), outcomes[1]
+    assert len(live_tickets_of_seat(scratch, event_id)) == 1
+
+
+def test_without_the_claim_key_the_live_ticket_index_still_refuses_a_second_sale(scratch: str) -> None:
+    event_id, outcomes = split_brain(scratch, DROP_CLAIM_KEY, sold=True)
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], asyncpg.UniqueViolationError), outcomes[1]
+    assert "tickets_one_live_per_seat" in str(outcomes[1])
+    assert len(live_tickets_of_seat(scratch, event_id)) == 1
+
+
+def test_negative_control_without_both_guards_a_seat_is_sold_twice(scratch: str) -> None:
+    event_id, outcomes = split_brain(scratch, DROP_CLAIM_KEY, DROP_LIVE_TICKET_INDEX, sold=True)
+    assert outcomes == [None, None], "without its two guards, nothing else should refuse the second sale"
+    assert len(live_tickets_of_seat(scratch, event_id)) == 2
+    assert [row["state"] for row in claims_of_seat(scratch, event_id)] == ["sold", "sold"]
+
+
+# --- a pool never above its capacity ----------------------------------------------------------
+
+
+def drifted_pool_sale(dsn: str, *ddl: str) -> tuple[uuid.UUID, BaseException | None]:
+    """A core whose pool is twice the stored capacity (layout drift) sells 9 units of a pool the
+    database knows as 5: one batch of three GA purchases of 3."""
+    event_id = uuid.uuid4()
+    sections = [{**section, "capacity": 2 * POOL_CAPACITY} if section["id"] == POOL else section
+                for section in DOCUMENT["sections"]]
+    shard = core(event_id, layout_of({**DOCUMENT, "sections": sections}))
+    changes = [change for user in ("ana", "ben", "cai")
+               for change in sell(shard, event_id, user, HoldGeneralAdmission(event_id, user, uuid.uuid4(), POOL, 3))]
+
+    async def main() -> BaseException | None:
+        epoch = await prepare(dsn, event_id, *ddl)
+        try:
+            await commit(dsn, epoch, changes)
+        except asyncpg.PostgresError as error:
+            return error
+        return None
+
+    return event_id, asyncio.run(main())
+
+
+def pool_row(dsn: str, event_id: uuid.UUID) -> asyncpg.Record:
+    (row,) = asyncio.run(fetch(dsn, "SELECT capacity, held, sold FROM ga_pools WHERE event_id = $1", event_id))
+    return row
+
+
+def drop_pool_check(dsn: str) -> str:
+    """The name of the pool's ``held + sold <= capacity`` CHECK, as a DROP statement."""
+    (row,) = asyncio.run(fetch(dsn, """SELECT conname FROM pg_constraint WHERE conrelid = 'ga_pools'::regclass
+                                       AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%held + sold%'"""))
+    return f'ALTER TABLE ga_pools DROP CONSTRAINT "{row["conname"]}"'
+
+
+def test_the_pool_check_refuses_counters_above_capacity(scratch: str) -> None:
+    event_id, error = drifted_pool_sale(scratch)
+    assert isinstance(error, asyncpg.CheckViolationError), error
+    assert (pool_row(scratch, event_id)["held"], pool_row(scratch, event_id)["sold"]) == (0, 0)
+    tickets = asyncio.run(fetch(scratch, "SELECT count(*) AS n FROM tickets WHERE event_id = $1", event_id))
+    assert tickets[0]["n"] == 0, "the refused batch left tickets behind"
+
+
+def test_negative_control_without_the_pool_check_a_pool_is_oversold(scratch: str) -> None:
+    event_id, error = drifted_pool_sale(scratch, drop_pool_check(scratch))
+    assert error is None, "without its CHECK, nothing else should refuse the oversold pool"
+    pool = pool_row(scratch, event_id)
+    assert pool["sold"] == 9 > pool["capacity"] == POOL_CAPACITY
