@@ -26,6 +26,7 @@ from actors.inventory.replay import RowsProjection
 from actors.inventory.results import OrderView, TransferView
 from actors.restore import result_codec
 from loadtest.isolated import create_database, drop_database
+from shards import writer
 from shards.lease import take_lease
 from shards.writer import connect_writer, plan_batch, write_batch
 from tests.harness import RunningCluster
@@ -115,10 +116,8 @@ def test_stored_rows_equal_the_projection_for_random_batches(scratch_dsn: str) -
     check()
 
 
-def test_a_transfer_of_a_seat_commits_in_a_batch_of_its_own(scratch_dsn: str) -> None:
-    """Voiding a seat's live ticket and issuing its replacement in one batch: the unique index on
-    live tickets per seat accepts it only because updates of existing rows run before inserts."""
-    epoch = lease_epoch(scratch_dsn)
+def transfer_in_its_own_batch() -> Run:
+    """A seat bought in one batch and transferred in the next."""
     run = Run(uuid.uuid4())
     view = run.apply(HoldSeats(run.event_id, "ana", uuid.uuid4(), ("A-2-2",)))
     run.apply(BeginCheckout("ana", view.hold_id))
@@ -127,4 +126,34 @@ def test_a_transfer_of_a_seat_commits_in_a_batch_of_its_own(scratch_dsn: str) ->
     run.batches.append([])
     moved = run.apply(TransferTicket("ana", order.tickets[0].ticket_id, "ben", uuid.uuid4()))
     assert isinstance(moved, TransferView), moved
-    asyncio.run(commit_and_compare(scratch_dsn, epoch, run))
+    return run
+
+
+def test_a_transfer_of_a_seat_commits_in_a_batch_of_its_own(scratch_dsn: str) -> None:
+    """Voiding a seat's live ticket and issuing its replacement in one batch: the unique index on
+    live tickets per seat accepts it only because updates of existing rows run before inserts."""
+    asyncio.run(commit_and_compare(scratch_dsn, lease_epoch(scratch_dsn), transfer_in_its_own_batch()))
+
+
+def test_negative_control_inserting_before_updating_fails_the_transfer(scratch_dsn: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the ticket updates moved after the inserts, the same transfer fails on the live-ticket
+    index: the statement order in `execute_plan` is what the test above relies on."""
+    real_update, real_insert = writer._update_existing, writer._insert_new
+    deferred: list[tuple[Any, ...]] = []
+
+    async def update_later(connection: Any, table: str, key_column: str, updates: Any) -> None:
+        if table == "tickets":
+            deferred.append((table, key_column, updates))
+        else:
+            await real_update(connection, table, key_column, updates)
+
+    async def insert_then_update(connection: Any, plan: Any) -> None:
+        await real_insert(connection, plan)
+        for arguments in deferred:
+            await real_update(connection, *arguments)
+
+    monkeypatch.setattr(writer, "_update_existing", update_later)
+    monkeypatch.setattr(writer, "_insert_new", insert_then_update)
+    with pytest.raises(asyncpg.UniqueViolationError, match="tickets_one_live_per_seat"):
+        asyncio.run(commit_and_compare(scratch_dsn, lease_epoch(scratch_dsn), transfer_in_its_own_batch()))
