@@ -1,10 +1,13 @@
 """Deciding on tickets after the sale: refunds, transfers, check-in.
 
 Decisions (docs/inventory.md has the reasoning):
-* A refund covers the whole order and is refused (TICKET_ALREADY_USED) if any of its tickets has
-  been checked in: a used ticket cannot be put back on sale, and a partial refund is an
-  organizer's manual decision, not an API call.
-* A refund follows transfers: the order's tickets are refunded wherever they went.
+* A refund covers the order's *refundable set*: its tickets still held by the order's buyer. A
+  ticket transferred away left the set — it belongs to its recipient, and the sender can neither
+  void it nor take its money back; a ticket transferred back to the buyer rejoins the set (that is
+  how a recipient gives a ticket back). The refund is refused (TICKET_ALREADY_USED) if a ticket of
+  the set has been checked in (a used ticket cannot go back on sale; partial refunds are an
+  organizer's manual decision), and refused (TICKET_VOID) when the set is empty. Refunding closes
+  the order (``refunded``): tickets outside the set stay valid and are not refundable later.
 * A transfer is refused with LIMIT_EXCEEDED when the recipient would pass the per-person limit;
   otherwise limits would be bypassed by buying on many accounts and transferring to one.
 """
@@ -64,11 +67,15 @@ def refund_order(
     book = event.tickets
     if book.order_status[order] == ORDER_REFUNDED:
         return Rejection(ErrorCode.ORDER_ALREADY_REFUNDED, "the order is already refunded")
-    tickets = book.current_tickets(order)
+    buyer = book.order_buyer[order]
+    tickets = [ticket for ticket in book.current_tickets(order) if book.owner[ticket] == buyer]
     for ticket in tickets:
         if book.status[ticket] == CHECKED_IN:
             return _used(event, ticket)
     refunded = [ticket for ticket in tickets if book.status[ticket] == VALID]
+    if not refunded:
+        return Rejection(ErrorCode.TICKET_VOID, "no ticket of this order is still held by its buyer: "
+                         "transferred tickets belong to their recipients")
     changes: list[Change] = []
     for ticket in refunded:
         event.unsell(ticket)
