@@ -294,11 +294,15 @@ class InventoryMachine(RuleBasedStateMachine):
         order_id = data.draw(st.sampled_from(sorted(self.model.orders)))
         buyer, originals, status = self.model.orders[order_id]
         outcome = self.shard.apply(RefundOrder(buyer, order_id), self.now)
+        # The refundable set: the order's tickets (after transfers) still held by its buyer.
         current = [self.current(ticket_id) for ticket_id in originals]
+        current = [ticket_id for ticket_id in current if self.model.tickets[ticket_id].owner == buyer]
         if status == "refunded":
             return self.check_code(outcome, ErrorCode.ORDER_ALREADY_REFUNDED)
         if any(self.model.tickets[t].status == "checked_in" for t in current):
             return self.check_code(outcome, ErrorCode.TICKET_ALREADY_USED)
+        if not current:
+            return self.check_code(outcome, ErrorCode.TICKET_VOID)
         self.check_code(outcome, None)
         self.model.orders[order_id] = (buyer, originals, "refunded")
         for ticket_id in current:
