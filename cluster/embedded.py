@@ -18,8 +18,10 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from cluster.runstate import sticky_port
+from cluster.secrets import ensure_redis_password, secrets_dir, write_private_file
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +103,17 @@ class EmbeddedPostgres:
         user = _run_as_user()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         if user is not None:
+            data_mode = self.data_dir.stat().st_mode & 0o777
             _prepare_for_system_user(self.pgdata, user)
+            # pgserver opens every folder above pgdata to everyone (read and traverse); the
+            # postgres user needs only to traverse ours, and nobody else to list it.
+            self.data_dir.chmod(data_mode | 0o011)
             self.log_file.touch()
             entry = pwd.getpwnam(user)
             os.chown(self.log_file, entry.pw_uid, entry.pw_gid)
-            self.log_file.parent.chmod(0o777)
+            # Traverse only: pg_ctl appends to the log file made above. A world-writable folder
+            # would let any local user plant a symlink where root then writes router.log.
+            self.log_file.parent.chmod(0o711)
         if not (self.pgdata / "PG_VERSION").exists():
             log.info("initialising embedded PostgreSQL in %s", self.pgdata)
             result = self._tool(
@@ -158,29 +166,45 @@ def redis_executable() -> str:
 
 @dataclass
 class EmbeddedRedis:
+    """Redis on loopback with a generated password (``<data>/secrets/redis_password``).
+
+    Loopback alone is not a boundary: every local user and every process on the machine could
+    otherwise read and rewrite waiting-room positions, admission state and rate-limit buckets.
+    The password reaches Redis in a 0600 config file, never on the command line, which `ps`
+    shows to every user.
+    """
+
     data_dir: Path
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    password: str = ""
 
     @property
     def folder(self) -> Path:
         return self.data_dir / "redis"
 
     @property
+    def config_file(self) -> Path:
+        return secrets_dir(self.data_dir) / "redis.conf"
+
+    @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{quote(self.password, safe='')}@127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.folder.chmod(0o700)  # the append-only file holds queue positions and tokens
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.port = self.port or sticky_port(self.data_dir, "redis")
+        self.password = ensure_redis_password(self.data_dir)
+        write_private_file(self.config_file, f"requirepass {self.password}\n")
         # The append-only file keeps waiting-room positions and admission tokens across restarts;
         # Redis is never the system of record for inventory, so `everysec` is durable enough.
         command = [
-            redis_executable(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
-            "--protected-mode", "no", "--logfile", str(self.data_dir / "logs" / "redis.log"),
-            "--maxclients", "2000",
+            redis_executable(), str(self.config_file), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            "--daemonize", "no", "--protected-mode", "yes",
+            "--logfile", str(self.data_dir / "logs" / "redis.log"), "--maxclients", "2000",
         ]
         # Own session: Ctrl-C reaches the supervisor only, which stops Redis last, in order.
         self.process = subprocess.Popen(command, start_new_session=True, stdin=subprocess.DEVNULL)
@@ -195,12 +219,19 @@ class EmbeddedRedis:
         raise RuntimeError("embedded Redis did not answer PING in time")
 
     def ping(self) -> bool:
+        """True when Redis answers PING after AUTH with our password (so a foreign server on our
+        port, or one started without the password, does not count as ours)."""
         import socket
 
+        password = self.password.encode()
+        auth = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(password), password)
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as connection:
-                connection.sendall(b"PING\r\n")
-                return connection.recv(16).startswith(b"+PONG")
+                connection.sendall(auth + b"PING\r\n")
+                reply = b""
+                while len(reply) < len(b"+OK\r\n+PONG\r\n") and (chunk := connection.recv(64)):
+                    reply += chunk
+                return reply.startswith(b"+OK\r\n+PONG")
         except OSError:
             return False
 

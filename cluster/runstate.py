@@ -3,20 +3,25 @@
 `ticketing token`, `status` and `down` run in other processes; they find the ports, addresses and
 process ids of the deployment here. The file is rewritten atomically and removed on a clean stop,
 so a file that is present while its processes are gone marks a crashed run.
+
+`state.json` holds the database DSNs and the Redis URL with its password, so the folder is 0700
+and every file in it 0600 (`ports.json` too: cheap, and one rule is easier to keep than two).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 from pathlib import Path
 from typing import Any
 
+from cluster.secrets import write_private_file
+
 
 def run_dir(data_dir: Path) -> Path:
     path = data_dir / "run"
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
     return path
 
 
@@ -34,10 +39,7 @@ def read_state(data_dir: Path) -> dict[str, Any]:
 def update_state(data_dir: Path, **fields: Any) -> dict[str, Any]:
     state = read_state(data_dir)
     state.update(fields)
-    path = state_path(data_dir)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(state, indent=2, sort_keys=True))
-    os.replace(temporary, path)
+    write_private_file(state_path(data_dir), json.dumps(state, indent=2, sort_keys=True))
     return state
 
 
@@ -75,5 +77,5 @@ def sticky_port(data_dir: Path, name: str, host: str = "127.0.0.1") -> int:
     if not isinstance(port, int) or not port_is_free(port, host):
         port = free_port(host)
         ports[name] = port
-        path.write_text(json.dumps(ports, indent=2, sort_keys=True))
+        write_private_file(path, json.dumps(ports, indent=2, sort_keys=True))
     return port

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cluster import runstate
 from cluster.embedded import EmbeddedPostgres, EmbeddedRedis
-from cluster.secrets import ensure_jwt_secret
+from cluster.secrets import ensure_jwt_secret, ensure_queue_token_secret
 from cluster.settings import Settings
 from cluster.signals import keeping_handlers
 from shards.migrate import migrate_all
@@ -36,6 +36,21 @@ READY_POLL_INTERVAL_S = 0.5
 
 def shard_database(shard_id: int) -> str:
     return f"ticketing_shard_{shard_id}"
+
+
+def make_data_dir(data_dir: Path) -> None:
+    """Create the deployment's folder, or tighten an existing one, to 0700 (owner only).
+
+    It holds the databases, secrets, logs and run state; the parts that hold secrets or DSNs
+    (`secrets/`, `run/`, `redis/`, Postgres' own folder) are also 0700 by themselves, so a folder
+    we may not chmod (someone else's) only warns. As root, the embedded Postgres runs as another
+    user, which then gets traverse permission (0711, cluster/embedded.py).
+    """
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        data_dir.chmod(0o700)
+    except PermissionError:
+        log.warning("cannot make %s private (0700); its secrets and run state stay 0700/0600", data_dir)
 
 
 @dataclass
@@ -60,7 +75,7 @@ class Deployment:
         return f"http://{self.settings.host}:{self.settings.port}"
 
     def start(self, *, demo: bool) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_data_dir(self.data_dir)
         runstate.update_state(self.data_dir, supervisor_pid=os.getpid(), started_at=time.time())
         self._start_postgres()
         self._start_redis()
@@ -111,6 +126,10 @@ class Deployment:
 
     def router_environment(self) -> dict[str, str]:
         environment = dict(os.environ)
+        # Created here, before the workers start, so they only ever read it (they would agree on
+        # one secret anyway, see cluster/secrets.py, but a missing file at start is then a bug).
+        if not self.settings.queue_token_secret:
+            ensure_queue_token_secret(self.data_dir)
         multiprocess_dir = runstate.run_dir(self.data_dir) / "prometheus"
         multiprocess_dir.mkdir(exist_ok=True)
         for stale in multiprocess_dir.glob("*.db"):
@@ -189,7 +208,7 @@ def run_up(settings: Settings, *, demo: bool) -> int:
     from cluster.cleanup import cleanup_crashed_run, running_supervisor
 
     data_dir = settings.resolved_data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_data_dir(data_dir)
     other = running_supervisor(data_dir)
     if other is not None:
         print(f"ticketing is already running from {data_dir} (pid {other})", file=sys.stderr)
