@@ -56,6 +56,23 @@ class ShardMetrics:
         self.conflicts = counter("ticketing_conflicts_total", "Rejected commands by error code.", "reason")
         self.tickets_issued = counter("ticketing_tickets_issued_total", "Tickets issued.").labels(shard)
         self.checkins = counter("ticketing_checkins_total", "Check-ins by result.", "result")
+        # Poison isolation (actors/isolation.py): how often it ran, by trigger, and how many
+        # commands it refused. Every other command of an isolated batch was committed.
+        self.isolations = counter("ticketing_actor_isolations_total",
+                                  "Poison isolations run, by trigger (commit_refused, apply_raised).", "trigger")
+        self.isolated_commands = counter("ticketing_actor_isolated_commands_total",
+                                         "Commands refused by poison isolation (their batch committed without them).")
+        # The durable lookup (shards/lookup.py): reads memory could not answer, by kind (hold, order,
+        # ticket) and result (found, missing, failed); idempotency keys looked up before a batch
+        # (found, absent, failed calls); keys the purge job deleted.
+        self.durable_reads = counter("ticketing_actor_durable_reads_total",
+                                     "Reads answered from Postgres because memory did not know the id.",
+                                     "kind", "result")
+        self.idempotency_lookups = counter("ticketing_actor_idempotency_lookups_total",
+                                           "Idempotency keys memory lacked, looked up in Postgres, by result.",
+                                           "result")
+        self.idempotency_keys_purged = counter("ticketing_actor_idempotency_keys_purged_total",
+                                               "Idempotency keys older than their retention deleted.").labels(shard)
         self.shard = shard
 
     def text(self) -> bytes:

@@ -4,7 +4,8 @@ Mutations go through ``EventShard.apply`` (answered after their group commit): t
 commands (`actors.inventory.commands`) plus the shell-level `CreateEvent` and `UpdateEvent`.
 Reads go through ``EventShard.read`` (answered from memory, or from Postgres for history that
 memory no longer keeps). Replies are the core's typed results, `Unavailable` when the shard could
-not commit, or None for "not found". All are plain picklable values.
+not commit, `Refused` when poison isolation left the command out, or None for "not found". All
+are plain picklable values.
 """
 
 from __future__ import annotations
@@ -92,6 +93,19 @@ class Unavailable(NamedTuple):
     reason: str
 
 
+class Refused(NamedTuple):
+    """Poison isolation convicted this command: Postgres refuses what it would store, so it was
+    left out of its batch (whose other commands committed) and nothing of it was applied.
+
+    ``code`` is the API's: VALIDATION_ERROR when a value of the request cannot be stored (a data
+    exception), INTERNAL_ERROR otherwise (a constraint the shell should never have let it break).
+    ``detail`` names the command, never the database's message (the actor logs that).
+    """
+
+    code: str
+    detail: str
+
+
 class EventDocument(NamedTuple):
     """An event as the API shows it."""
 
@@ -146,11 +160,23 @@ class PaymentRecord:
 
 @dataclass(frozen=True, slots=True)
 class CompleteCheckout:
-    """Payment succeeded: confirm the pinned hold and record the charge in the same commit."""
+    """Payment succeeded: confirm the pinned hold and record the charge in the same commit
+    (``payment`` is None for a free hold: nothing was charged, nothing is recorded)."""
 
     confirm: Any  # actors.inventory.commands.ConfirmCheckout
-    payment: PaymentRecord
+    payment: PaymentRecord | None
     holders: tuple[tuple[str, str], ...] = ()  # (name, email) per ticket, in ticket order
+
+
+@dataclass(frozen=True, slots=True)
+class RefundPaidOrder:
+    """Refund an order and, in the same commit, record the money owed back as a pending refund
+    (``payment``, kind ``refund``, status ``pending``; its amount is set by the shard to what the
+    refund covered). None for an order nothing was charged for. The gateway refund follows the
+    commit and is retried until the gateway confirms it (router/checkout, router/resolver.py)."""
+
+    refund: Any  # actors.inventory.commands.RefundOrder
+    payment: PaymentRecord | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +191,12 @@ class Ack(NamedTuple):
 
 
 def core_command(request: Any) -> Any:
-    """The inventory command inside a shell wrapper (QueueGate, CompleteCheckout), or the request."""
+    """The inventory command inside a shell wrapper (QueueGate, CompleteCheckout, RefundPaidOrder), or
+    the request."""
     if isinstance(request, QueueGate):
         return request.command
     if isinstance(request, CompleteCheckout):
         return request.confirm
+    if isinstance(request, RefundPaidOrder):
+        return request.refund
     return request

@@ -23,15 +23,17 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from actors.committer import CommitFailed, GroupCommitter
+from actors.committer import CommitFailed, Entry, GroupCommitter
 from actors.event_admin import create_event, update_event
 from actors.inventory import NATIVE, NATIVE_STATUS, InvariantViolation, InventoryLimits, ShardInventory
 from actors.inventory.changes import IdempotencyRecorded
 from actors.inventory.commands import USER_COMMAND_TYPES
+from actors.inventory.idempotency import IDEMPOTENCY_RETENTION_S_DEFAULT
 from actors.inventory.results import Outcome
+from actors.isolation import ApplyCrashed, PoisonIsolation
 from actors.metrics import ShardMetrics
 from actors.payments import checkout_outcome
 from actors.protocol import (
@@ -40,6 +42,7 @@ from actors.protocol import (
     QueueGate,
     QueueRequired,
     RecordPayment,
+    RefundPaidOrder,
     ShellOutcome,
     Unavailable,
     UpdateEvent,
@@ -49,6 +52,9 @@ from actors.reads import answer_query
 from actors.recording import record_outcomes
 from actors.restore import restore_shard
 from actors.wire import decode_requests, encode_replies
+
+if TYPE_CHECKING:
+    from shards.lookup import DurableLookup
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,10 @@ class ShardConfig:
     # Test-only switches for negative controls (STYLE §10); production never sets them.
     fencing: bool = True
     idempotency: bool = True
+    isolation: bool = True  # poison isolation (actors/isolation.py); off, a refused value fails its whole batch
+    # Postgres answers what memory no longer keeps (shards/lookup.py): reads of ended holds, and
+    # idempotency keys the cache dropped. Off, memory alone answers (the behaviour before issue 10).
+    durable_lookup: bool = True
 
 
 class EventShard:
@@ -92,19 +102,22 @@ class EventShard:
         self.pool: Any = None
         self._writer: Any = None  # asyncpg.Connection of the group commit, see _writer_connection
         self.committer: GroupCommitter | None = None
-        self.idempotency_complete = True
-        self._uncommitted_keys: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self.isolation: PoisonIsolation | None = None
+        # How many rebuilds or isolations are under way: the shard serves again when the last ends.
+        self._paused = 0
+        self._uncommitted_keys: dict[tuple[str, str], asyncio.Future[Any]] = {}
         self._start_task: asyncio.Task[None] | None = None
         self._ready: asyncio.Event | None = None
         self._timer: asyncio.Task[None] | None = None  # held so the expiry task is not collected
+        self._purge_task: asyncio.Task[None] | None = None  # likewise, the idempotency key purge
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     def _limits(self) -> InventoryLimits:
         bounds = self.bounds
         return InventoryLimits(
             hold_items_max=max(bounds.get("hold_seats_max", 10), bounds.get("hold_quantity_max", 10)),
-            idempotency_keys_max=bounds.get("idempotency_keys_max", 200_000),
-            idempotency_retention_s=bounds.get("idempotency_retention_s", 86_400),
+            # Only what the actor was given: the defaults live in InventoryLimits alone.
+            **{name: bounds[name] for name in ("idempotency_keys_max", "closed_holds_max") if name in bounds},
         )
 
     # --- start, recovery, rebuild -----------------------------------------------------------------
@@ -150,9 +163,13 @@ class EventShard:
             # found a shorter commit to join, and 200 single-hold calls took ~60 transactions
             # instead of ~25 (measured, tests/integration/test_shard_actor.py).
             batch_wait_ms_max=self.bounds.get("commit_wait_ms_max", 2.0),
-            on_failure=self._on_commit_failure, on_commit=self._on_commit)
+            on_failure=self._on_commit_failure, on_commit=self._on_commit,
+            on_poison=self._isolate_poison if self.config.isolation else None)
+        self.isolation = PoisonIsolation(self.config.shard_id, self.metrics, probe=self._probe,
+                                         rebuild=self._recover_until_done, apply=self._apply_now, commit=self._commit)
         self.committer.start()
         self._timer = asyncio.get_running_loop().create_task(self._expire_loop())
+        self._purge_task = asyncio.get_running_loop().create_task(self._purge_loop())
         assert self._ready is not None
         self._ready.set()
 
@@ -162,7 +179,7 @@ class EventShard:
         restored = await restore_shard(self.pool, self.config, self._limits(), self.holder,
                                        self.bounds.get("recovery_timeout_s", 120.0))
         self.inventory, self.documents = restored.inventory, restored.documents
-        self.epoch, self.idempotency_complete = restored.epoch, restored.idempotency_complete
+        self.epoch = restored.epoch
         gc.collect()
         gc.freeze()
         elapsed = time.perf_counter() - started
@@ -180,13 +197,25 @@ class EventShard:
 
         reason = "fenced" if isinstance(error, Fenced) else type(error).__name__
         self.metrics.commit_failures.labels(self.metrics.shard, reason).inc()
-        assert self._ready is not None
-        self._ready.clear()
+        self._pause()
         if isinstance(error, Fenced):
             log.error("shard %s fenced out (%s): stopping this actor for good", self.config.shard_id, error)
             asyncio.get_running_loop().call_soon(self._exit)
             return
         asyncio.get_running_loop().create_task(self._rebuild())
+
+    def _pause(self) -> None:
+        """Stop taking calls (they wait in `apply`) until the matching `_resume`."""
+        assert self._ready is not None
+        self._paused += 1
+        self._ready.clear()
+
+    def _resume(self) -> None:
+        assert self._ready is not None and self.committer is not None
+        self._paused -= 1
+        if self._paused == 0:
+            self.committer.reset()
+            self._ready.set()
 
     def _exit(self) -> None:
         import ray
@@ -195,27 +224,71 @@ class EventShard:
 
     async def _rebuild(self) -> None:
         """Fail-stop: forget memory, take a new epoch (waits out in-doubt commits), reload."""
+        await self._recover_until_done()
+        self._resume()
+
+    async def _recover_until_done(self) -> None:
         while True:
             try:
                 await self._recover()
-                break
+                return
             except Exception as error:
                 log.warning("shard %s rebuild failed, retrying: %s", self.config.shard_id, error)
                 await asyncio.sleep(START_RETRY_S)
-        assert self.committer is not None and self._ready is not None
-        self.committer.reset()
-        self._ready.set()
+
+    # --- poison isolation (actors/isolation.py) ---------------------------------------------------
+
+    async def _isolate_poison(self, entries: list[Entry], error: BaseException) -> None:
+        """The committer's `on_poison`: a commit refused a value; isolate the command(s) behind it."""
+        assert self.isolation is not None
+        self._pause()
+        try:
+            await self.isolation.commit_refused(entries, error)
+        finally:
+            self._resume()
+
+    async def _apply_crashed(self, requests: list[Any], crash: ApplyCrashed) -> list[Any]:
+        assert self.isolation is not None and self.committer is not None
+        self._pause()
+        try:
+            replies = await self.isolation.apply_crashed(requests, crash, self.committer.drain)
+        except CommitFailed as error:
+            return [Unavailable(str(error)) for _ in requests]
+        finally:
+            self._resume()
+        return replies
+
+    async def _probe(self, change_groups: list[tuple[Any, ...]]) -> list[BaseException | None]:
+        """Which command's changes does Postgres refuse? (`shards.writer.probe_commands`)"""
+        from shards.writer import connect_writer, probe_commands
+
+        connection = await connect_writer(self.config.dsn, timeout_s=self.bounds.get("db_call_timeout_s", 3.0))
+        try:
+            return await probe_commands(connection, change_groups, _codec(), shard_id=self.config.shard_id,
+                                        epoch=self.epoch if self.config.fencing else None)
+        finally:
+            connection.terminate()
+
+    def _apply_now(self, requests: list[Any], now_s: float) -> list[Outcome | ShellOutcome]:
+        return _apply_all(self, requests, now_s)
 
     # --- the command path ---------------------------------------------------------------------------
 
     async def apply(self, requests: list[Any]) -> list[Any]:
-        ready = self._ready
-        if ready is None or not ready.is_set():
-            await self._started()
-        if not self.idempotency_complete:
-            await self._fetch_evicted_keys(requests)
+        while True:
+            ready = self._ready
+            if ready is None or not ready.is_set():
+                await self._started()
+            if not await self._fetch_evicted_keys(requests):
+                return [Unavailable("the idempotency keys could not be read from Postgres") for _ in requests]
+            assert self._ready is not None
+            if self._ready.is_set():  # still: a rebuild may have begun while the keys were fetched
+                break
         started = time.perf_counter()
-        outcomes = _apply_all(self, requests, time.time())
+        try:
+            outcomes = _apply_all(self, requests, time.time())
+        except ApplyCrashed as crash:
+            return await self._apply_crashed(requests, crash)
         self.metrics.apply_seconds.observe(time.perf_counter() - started)
         self.metrics.apply_batch_size.observe(len(requests))
         return await self._commit_and_reply(requests, outcomes)
@@ -223,26 +296,40 @@ class EventShard:
     async def _commit_and_reply(self, requests: list[Any], outcomes: list[Outcome | ShellOutcome]) -> list[Any]:
         changes = [change for outcome in outcomes for change in outcome.changes]
         keys = [(change.user_id, change.key) for change in changes if type(change) is IdempotencyRecorded]
-        waits: list[asyncio.Future[None]] = []
+        own: asyncio.Future[Any] | None = None
         if changes:
             assert self.committer is not None
-            future = self.committer.submit(changes, sum(1 for outcome in outcomes if outcome.changes))
-            waits.append(future)
+            own = self.committer.submit(changes, sum(1 for outcome in outcomes if outcome.changes), requests,
+                                        outcomes)
             for key in keys:
-                self._uncommitted_keys[key] = future
-        waits.extend(self._pending_originals(requests, outcomes))
+                self._uncommitted_keys[key] = own
+        originals = self._pending_originals(requests, outcomes)
         try:
-            for wait in waits:
-                await asyncio.shield(wait)
+            # Not None: poison isolation re-applied this call's requests, and these are the replies.
+            reapplied = None if own is None else await asyncio.shield(own)
+            originals_reapplied = [await asyncio.shield(original) for original in originals]
         except CommitFailed as error:
             return [Unavailable(str(error)) for _ in outcomes]
         finally:
             self._forget_committed(keys)
+        if reapplied is not None:
+            return list(reapplied)
+        if any(result is not None for result in originals_reapplied):
+            return await self._replay_again(requests, outcomes)
         record_outcomes(self.metrics, requests, outcomes)
         return [outcome.result for outcome in outcomes]
 
+    async def _replay_again(self, requests: list[Any], outcomes: list[Outcome | ShellOutcome]) -> list[Any]:
+        """A replay answered from the cache before poison isolation re-decided its original: the
+        cached answer may be stale, so replay it once more against the rebuilt memory."""
+        replayed = [index for index, outcome in enumerate(outcomes) if outcome.replayed]
+        replies = [outcome.result for outcome in outcomes]
+        for index, reply in zip(replayed, await self.apply([requests[index] for index in replayed]), strict=True):
+            replies[index] = reply
+        return replies
+
     def _pending_originals(self, requests: list[Any], outcomes: list[Outcome | ShellOutcome]
-                           ) -> list[asyncio.Future[None]]:
+                           ) -> list[asyncio.Future[Any]]:
         """A replayed result must not be sent before the original's commit: wait for it too."""
         pending = []
         for request, outcome in zip(requests, outcomes, strict=True):
@@ -259,11 +346,23 @@ class EventShard:
             if future is not None and future.done():  # a later batch may have re-registered the key
                 del self._uncommitted_keys[key]
 
-    async def _fetch_evicted_keys(self, requests: list[Any]) -> None:
-        """The hot cache dropped keys that Postgres still keeps (≥ 24 h): look misses up there."""
+    async def _fetch_evicted_keys(self, requests: list[Any]) -> bool:
+        """The hot cache may have dropped keys that Postgres still keeps: look this batch's misses
+        up there (actors.restore.load_keys). False when Postgres could not answer: the batch must
+        then not be applied, since a key memory does not know might be a replay."""
         from actors.restore import load_keys
+        from shards.lookup import LookupFailed
 
-        await load_keys(self, requests)
+        try:
+            asked, found = await load_keys(self.inventory.idempotency, requests, self.durable_lookup())
+        except LookupFailed as error:
+            log.warning("shard %s: idempotency key lookup failed: %s", self.config.shard_id, error)
+            self.metrics.idempotency_lookups.labels(self.metrics.shard, "failed").inc()
+            return False
+        if asked:
+            self.metrics.idempotency_lookups.labels(self.metrics.shard, "found").inc(found)
+            self.metrics.idempotency_lookups.labels(self.metrics.shard, "absent").inc(asked - found)
+        return True
 
     async def _commit(self, changes: list[Any]) -> None:
         from shards.writer import plan_batch, write_batch
@@ -319,11 +418,57 @@ class EventShard:
                 continue  # the actor rebuilds; the holds are still due and expire after it
             self.metrics.holds.labels(self.metrics.shard, "expired").inc(len(outcomes))
 
+    async def _purge_loop(self) -> None:
+        """Every `idempotency_purge_interval_s`: delete keys older than their retention from
+        Postgres in bounded batches, then let memory forget them. In that order: memory must never
+        forget a key Postgres still holds (actors/inventory/idempotency.py)."""
+        from shards.lookup import (
+            DURABLE_LOOKUP_TIMEOUT_S_DEFAULT,
+            IDEMPOTENCY_PURGE_BATCH_KEYS_MAX_DEFAULT,
+            IDEMPOTENCY_PURGE_INTERVAL_S_DEFAULT,
+            PurgeInterrupted,
+            purge_idempotency_keys,
+        )
+
+        bounds = self.bounds
+        interval_s = bounds.get("idempotency_purge_interval_s", IDEMPOTENCY_PURGE_INTERVAL_S_DEFAULT)
+        batch_keys_max = bounds.get("idempotency_purge_batch_keys_max", IDEMPOTENCY_PURGE_BATCH_KEYS_MAX_DEFAULT)
+        retention_s = bounds.get("idempotency_retention_s", IDEMPOTENCY_RETENTION_S_DEFAULT)
+        timeout_s = bounds.get("durable_lookup_timeout_s", DURABLE_LOOKUP_TIMEOUT_S_DEFAULT)
+        while True:
+            assert self._ready is not None
+            if self._ready.is_set() and self.pool is not None:
+                try:
+                    deleted, purged_before_s = await purge_idempotency_keys(
+                        self.pool, time.time() - retention_s, batch_keys_max, timeout_s)
+                except PurgeInterrupted as stopped:
+                    log.warning("shard %s: idempotency key purge interrupted: %s", self.config.shard_id,
+                                stopped.__cause__)
+                    deleted, purged_before_s = stopped.deleted, stopped.purged_before_s
+                # Valid for whichever cache is current, a rebuilt one too: those keys are gone.
+                self.inventory.idempotency.forget_before(purged_before_s)
+                self.metrics.idempotency_keys_purged.inc(deleted)
+            await asyncio.sleep(interval_s)
+
     async def apply_wire(self, wire: bytes) -> bytes:
         """`apply` for the router: requests and replies in the compact encoding of actors.wire."""
         return encode_replies(await self.apply(decode_requests(wire)))
 
     # --- reads ----------------------------------------------------------------------------------------
+
+    def durable_lookup(self) -> DurableLookup | None:
+        """Reads from Postgres for what memory no longer keeps (shards/lookup.py); None when the
+        negative-control switch turned it off."""
+        if not self.config.durable_lookup or self.pool is None:
+            return None
+        from shards.lookup import DURABLE_LOOKUP_TIMEOUT_S_DEFAULT, DurableLookup
+
+        return DurableLookup(self.pool, self.bounds.get("durable_lookup_timeout_s", DURABLE_LOOKUP_TIMEOUT_S_DEFAULT),
+                             self._event_layout)
+
+    def _event_layout(self, event_id: UUID) -> tuple[Any, str] | None:
+        event = self.inventory.events.get(event_id)
+        return None if event is None else (event.layout, event.settings.currency)
 
     async def read(self, queries: list[Any]) -> list[Any]:
         await self._started()
@@ -354,7 +499,7 @@ class EventShard:
 
 
 # Requests the shell handles itself (or unwraps) before the core; everything else is the core's.
-_SHELL_REQUESTS = frozenset({CreateEvent, UpdateEvent, CompleteCheckout, RecordPayment, QueueGate})
+_SHELL_REQUESTS = frozenset({CreateEvent, UpdateEvent, CompleteCheckout, RecordPayment, RefundPaidOrder, QueueGate})
 
 
 def _apply_all(shard: EventShard, requests: list[Any], now_s: float) -> list[Outcome | ShellOutcome]:
@@ -364,17 +509,25 @@ def _apply_all(shard: EventShard, requests: list[Any], now_s: float) -> list[Out
     method of an actor class (private ones too) in a tracing shim, a Python frame with ``*args``
     and ``**kwargs`` that cost ~0.2 µs per command when this loop called a method per command
     (py-spy showed the shim on every command's stack). A broken invariant exits the process
-    whichever command broke it, so one ``try`` around the whole batch is enough.
+    whichever command broke it, so one ``try`` around the whole batch is enough. Any other
+    exception leaves the commands before it applied without a commit and its own perhaps half
+    applied: `ApplyCrashed` says which, and the actor isolates it (actors/isolation.py).
     """
     inventory = shard.inventory
     core_apply = inventory.apply if shard.config.idempotency else functools.partial(_apply_without_key, inventory)
+    outcomes: list[Outcome | ShellOutcome] = []
+    append = outcomes.append
     try:
-        return [core_apply(request, now_s) if type(request) not in _SHELL_REQUESTS
-                else _apply_shell(shard, core_apply, request, now_s) for request in requests]
+        for request in requests:
+            append(core_apply(request, now_s) if type(request) not in _SHELL_REQUESTS
+                   else _apply_shell(shard, core_apply, request, now_s))
     except InvariantViolation:
         log.critical("invariant broken in shard %s: exiting so Ray restarts and recovery rebuilds",
                      shard.config.shard_id, exc_info=True)
         os._exit(70)
+    except Exception as error:
+        raise ApplyCrashed(len(outcomes), error) from error
+    return outcomes
 
 
 def _apply_shell(shard: EventShard, core_apply: Callable[[Any, float], Outcome], request: Any,

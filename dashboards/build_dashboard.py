@@ -68,6 +68,7 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
                                                 "le, operation"), "{{operation}}")], "s"),
         panel("Resolver decisions, refunds, transfers", [
             (rate("ticketing_checkout_resolutions_total", "result"), "resolver {{result}}"),
+            (rate("ticketing_checkout_unsettled_total", "kind, reason"), "unsettled {{kind}} {{reason}}"),
             (rate("ticketing_refunds_total", "result"), "refund {{result}}"),
             (rate("ticketing_transfers_total", "result"), "transfer {{result}}")], "ops"),
     ]),
@@ -92,11 +93,18 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
             (rate("ticketing_actor_commits_total", "shard"), "commits {{shard}}"),
             (rate("ticketing_actor_commit_failures_total", "shard, reason"), "failure {{shard}} {{reason}}"),
             ("sum by (shard) (increase(ticketing_actor_recoveries_total[5m]))", "recoveries {{shard}}")]),
+        panel("Poison isolation: runs and refused commands", [
+            ("sum by (shard, trigger) (increase(ticketing_actor_isolations_total[5m]))", "runs {{shard}} {{trigger}}"),
+            ("sum by (shard) (increase(ticketing_actor_isolated_commands_total[5m]))", "refused {{shard}}")]),
         panel("Last recovery time, lease epoch, events owned, compiled core", [
             ("sum by (shard) (ticketing_actor_events)", "events {{shard}}"),
             ("max by (shard) (ticketing_actor_recovery_seconds)", "recovery s {{shard}}"),
             ("max by (shard) (ticketing_actor_epoch)", "epoch {{shard}}"),
             ("min by (shard) (ticketing_actor_core_compiled)", "compiled core {{shard}}")]),
+        panel("Durable lookups: reads and idempotency keys answered from Postgres, keys purged", [
+            (rate("ticketing_actor_durable_reads_total", "kind, result"), "read {{kind}} {{result}}"),
+            (rate("ticketing_actor_idempotency_lookups_total", "result"), "key {{result}}"),
+            (rate("ticketing_actor_idempotency_keys_purged_total", "shard"), "purged {{shard}}")], "ops"),
     ]),
     ("Browse and live seat maps", [
         panel("Event listing latency p99 and shard failures", [

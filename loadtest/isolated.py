@@ -46,17 +46,18 @@ def drop_database(dsn: str) -> None:
 
 
 def start_isolated_shard(dsn: str, *, namespace: str, name_prefix: str, fencing: bool = True,
-                         idempotency: bool = True, **bounds: Any) -> Any:
+                         idempotency: bool = True, isolation: bool = True, **bounds: Any) -> Any:
     """An `EventShard` owning every slot of `dsn`'s database, started and recovered.
 
-    `fencing` and `idempotency` exist for negative controls only (STYLE §10).
+    `fencing`, `idempotency` and `isolation` exist for negative controls only (STYLE §10).
     """
     import ray
 
     from actors.shard import EventShard, ShardConfig
     from cluster.raycluster import ACTOR_CONCURRENCY_MAX, ACTOR_RESTARTS_MAX, ACTOR_TASK_RETRIES_MAX
 
-    config = ShardConfig(0, ALL_SLOTS, dsn, dict(bounds), fencing=fencing, idempotency=idempotency)
+    config = ShardConfig(0, ALL_SLOTS, dsn, dict(bounds), fencing=fencing, idempotency=idempotency,
+                         isolation=isolation)
     handle = ray.remote(EventShard).options(
         name=f"{name_prefix}-{uuid.uuid4().hex[:8]}", namespace=namespace, max_restarts=ACTOR_RESTARTS_MAX,
         max_task_retries=ACTOR_TASK_RETRIES_MAX, max_concurrency=ACTOR_CONCURRENCY_MAX, num_cpus=0,

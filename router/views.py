@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from actors.inventory.results import HoldView, OrderView, Rejection, TicketView
-from actors.protocol import AvailabilityView, QueueRequired, SeatMapView, Unavailable
-from router.errors import ApiError
+from actors.protocol import AvailabilityView, QueueRequired, Refused, SeatMapView, Unavailable
+from router.errors import UNAVAILABLE_DETAIL, ApiError
+
+REASON_CHARS_MAX = 500  # of an internal failure message kept for the log
 
 # ErrorCode → (HTTP status, API code). Internal codes map onto the API's (see actors.inventory.errors).
 REJECTION_STATUS: dict[str, tuple[int, str]] = {
@@ -58,8 +60,10 @@ def rejection_error(rejection: Rejection) -> ApiError:
 
 
 def unavailable_error(reason: str, retry_after_s: int) -> ApiError:
-    return ApiError(503, "SHARD_UNAVAILABLE", f"the shard could not complete this request: {reason}"[:300],
-                    headers={"Retry-After": str(retry_after_s)})
+    """503 SHARD_UNAVAILABLE with a generic detail: `reason` may quote Postgres, asyncpg or Ray (a
+    failed commit's message, a constraint name), so it is only logged with the request id."""
+    return ApiError(503, "SHARD_UNAVAILABLE", UNAVAILABLE_DETAIL, headers={"Retry-After": str(retry_after_s)},
+                    reason=reason[:REASON_CHARS_MAX])
 
 
 def expect(reply: Any, kind: type | tuple[type, ...], missing_code: str, retry_after_s: int) -> Any:
@@ -68,6 +72,8 @@ def expect(reply: Any, kind: type | tuple[type, ...], missing_code: str, retry_a
         return reply
     if isinstance(reply, Rejection):
         raise rejection_error(reply)
+    if isinstance(reply, Refused):  # poison isolation left this command out of its batch
+        raise ApiError(422 if reply.code == "VALIDATION_ERROR" else 500, reply.code, reply.detail)
     if isinstance(reply, Unavailable):
         raise unavailable_error(reply.reason, retry_after_s)
     if isinstance(reply, QueueRequired):

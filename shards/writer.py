@@ -482,3 +482,42 @@ def _expect(status: str, expected: int, what: str) -> None:
     affected = int(status.rsplit(" ", 1)[-1])
     if affected != expected:
         raise Diverged(f"{what}: {affected} rows matched, {expected} expected")
+
+
+# --- poison isolation: which command's rows does Postgres refuse? -------------------------------
+
+
+async def probe_commands(connection: asyncpg.Connection, change_groups: list[tuple[Any, ...]], codec: ResultCodec,
+                         *, shard_id: int, epoch: int | None) -> list[BaseException | None]:
+    """Write each command's changes in turn, each under its own SAVEPOINT, inside one transaction
+    that is always rolled back: the error each group met, or None. Nothing is ever committed.
+
+    Groups run in apply order on top of the ones before them that succeeded, so a command that
+    depends on an earlier one in the batch (a hold created, then released) sees its rows. A group
+    that fails only because it depended on a refused one reports that failure too; the caller
+    decides which failures convict a command (`actors.committer.is_data_error`).
+    """
+    failures: list[BaseException | None] = []
+    if epoch is None:
+        await connection.execute("BEGIN")
+    else:
+        await check_lease(connection, shard_id, epoch, begin=True)
+    try:
+        for changes in change_groups:
+            if not changes:
+                failures.append(None)
+                continue
+            await connection.execute("SAVEPOINT probe")
+            try:
+                await execute_plan(connection, plan_batch(changes), codec)
+            except (asyncpg.PostgresError, asyncpg.DataError, Diverged, UnicodeError, OverflowError,
+                    ValueError, TypeError) as error:
+                await connection.execute("ROLLBACK TO SAVEPOINT probe")
+                failures.append(error)
+            else:
+                await connection.execute("RELEASE SAVEPOINT probe")
+                failures.append(None)
+    finally:
+        if not connection.is_closed():
+            await connection.execute("ROLLBACK")
+    return failures

@@ -33,9 +33,10 @@ def drop_created_databases() -> None:
     CREATED_DATABASES.clear()
 
 
-def start_shard(dsn: str, *, fencing: bool = True, idempotency: bool = True, **bounds: Any) -> Any:
+def start_shard(dsn: str, *, fencing: bool = True, idempotency: bool = True, isolation: bool = True,
+                **bounds: Any) -> Any:
     return start_isolated_shard(dsn, namespace=TEST_NAMESPACE, name_prefix="test-shard", fencing=fencing,
-                                idempotency=idempotency, hold_expiry_tick_ms=100, **bounds)
+                                idempotency=idempotency, isolation=isolation, hold_expiry_tick_ms=100, **bounds)
 
 
 def ga_event_command(capacity: int, *, seated_rows: list[int] | None = None, hold_seconds: int = 600,
