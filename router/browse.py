@@ -31,6 +31,7 @@ from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
 from router.metrics import LATENCY_BUCKETS_S
 from router.runtime import Runtime
+from router.schemas import ApiTime, Line, time_range_error
 from router.views import unavailable_error
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ EVENTS_PAGE_DEFAULT = 20
 EVENTS_QUERY_CHARS_MAX = 100
 EVENTS_FILTER_CHARS_MAX = 100
 CURSOR_CHARS_MAX = 64
+QueryText = Line(EVENTS_QUERY_CHARS_MAX, min_chars=1)
+FilterText = Line(EVENTS_FILTER_CHARS_MAX, min_chars=1)
 
 LIST_LATENCY = Histogram("ticketing_events_list_duration_seconds", "GET /v1/events scatter-gather latency.",
                          ["result"], buckets=LATENCY_BUCKETS_S)
@@ -94,18 +97,18 @@ def encode_cursor(starts_at: datetime, event_id: UUID) -> str:
 
 
 def decode_cursor(text: str) -> tuple[datetime, UUID]:
+    """The keyset position in a cursor. A cursor is client input like any other: one carrying a
+    time outside the API's years (which no event has) is refused before it reaches a database."""
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         micros, event_bytes = CURSOR_FORMAT.unpack(raw)
-        return EPOCH + timedelta(microseconds=micros), UUID(bytes=event_bytes)
+        starts_at = EPOCH + timedelta(microseconds=micros)
     except (binascii.Error, struct.error, ValueError, OverflowError):
-        raise ApiError(422, "VALIDATION_ERROR", "cursor is malformed; pass back next_cursor unchanged") from None
-
-
-def _aware(value: datetime | None, name: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise ApiError(422, "VALIDATION_ERROR", f"{name} needs a UTC offset (RFC 3339), e.g. 2027-05-01T20:00:00Z")
-    return value
+        starts_at = None
+    if starts_at is None or time_range_error(starts_at) is not None:
+        raise ApiError(422, "VALIDATION_ERROR", "cursor is malformed; pass back next_cursor unchanged",
+                       errors=[{"loc": ["query", "cursor"], "msg": "malformed cursor", "type": "value_error"}])
+    return starts_at, UUID(bytes=event_bytes)
 
 
 def _like_escape(text: str) -> str:
@@ -176,14 +179,14 @@ async def _gather_pages(request: Request, query: ListQuery) -> list[tuple[dateti
             responses={422: PROBLEM, 503: PROBLEM})
 async def list_events(
     request: Request,
-    q: Annotated[str | None, Query(min_length=1, max_length=EVENTS_QUERY_CHARS_MAX,
-                                   description="case-insensitive substring of the title")] = None,
-    category: Annotated[str | None, Query(min_length=1, max_length=EVENTS_FILTER_CHARS_MAX)] = None,
-    city: Annotated[str | None, Query(min_length=1, max_length=EVENTS_FILTER_CHARS_MAX)] = None,
-    starts_from: Annotated[datetime | None, Query(alias="from", description="starts_at ≥ from (RFC 3339)")] = None,
-    starts_to: Annotated[datetime | None, Query(alias="to", description="starts_at < to (RFC 3339)")] = None,
+    q: Annotated[QueryText | None, Query(description="case-insensitive substring of the title")] = None,
+    category: Annotated[FilterText | None, Query()] = None,
+    city: Annotated[FilterText | None, Query()] = None,
+    starts_from: Annotated[ApiTime | None, Query(alias="from", description="starts_at ≥ from (RFC 3339)")] = None,
+    starts_to: Annotated[ApiTime | None, Query(alias="to", description="starts_at < to (RFC 3339)")] = None,
     status: Annotated[Literal["on_sale", "paused", "cancelled"] | None, Query()] = None,
-    cursor: Annotated[str | None, Query(min_length=1, max_length=CURSOR_CHARS_MAX)] = None,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=CURSOR_CHARS_MAX,
+                                        pattern=r"^[A-Za-z0-9_-]+$")] = None,
     limit: Annotated[int, Query(ge=1)] = EVENTS_PAGE_DEFAULT,
 ) -> JSONBody:
     started = time.perf_counter()
@@ -191,7 +194,6 @@ async def list_events(
     if limit > page_max:
         raise ApiError(422, "VALIDATION_ERROR", f"limit must be in [1, {page_max}]")
     after = decode_cursor(cursor) if cursor is not None else NO_CURSOR
-    starts_from, starts_to = _aware(starts_from, "from"), _aware(starts_to, "to")
     if starts_from is not None:
         # `from` is inclusive: the keyset is exclusive, so start just before it (ids are > the nil uuid).
         after = max(after, (starts_from, UUID(int=0)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -15,6 +16,7 @@ from router.views import unavailable_error
 from shards.slots import slot_of_id
 
 IDEMPOTENCY_KEY_CHARS_MAX = 255
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x20-\x7e]+$")
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -44,12 +46,20 @@ async def parse_body(request: Request, model: type[Model]) -> Model:
 
 
 def idempotency_key(request: Request) -> str | None:
+    """The request's key, stored as sent: 1-255 printable ASCII characters (space to tilde).
+
+    ASCII only, because header bytes above 0x7F reach us decoded as Latin-1 whatever the client
+    meant (a UTF-8 key would be stored as mojibake), and C1 controls or no-break spaces are not a
+    key anyone types on purpose. Nothing else can then break storage: no NUL, no surrogate, and
+    one character is one byte in the 255-character column.
+    """
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
-    if not 1 <= len(key) <= IDEMPOTENCY_KEY_CHARS_MAX or not key.isprintable():
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_CHARS_MAX or not IDEMPOTENCY_KEY_PATTERN.match(key):
         raise ApiError(422, "VALIDATION_ERROR",
-                       f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_CHARS_MAX} printable characters")
+                       f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_CHARS_MAX} printable ASCII characters",
+                       errors=[{"loc": ["header", "Idempotency-Key"], "msg": "invalid key", "type": "value_error"}])
     return key
 
 
@@ -71,6 +81,6 @@ async def call_shard(request: Request, shard_id: int, message: Any, *, read: boo
             return await client.read(shard_id, message)
         return await client.apply(shard_id, message, retryable=retryable)
     except Overloaded as error:
-        raise unavailable_error(f"overloaded: {error}", retry_after_s) from None
+        raise unavailable_error(f"shard {shard_id} overloaded: {error}", retry_after_s) from None
     except ShardUnavailable as error:
-        raise unavailable_error(str(error), retry_after_s) from None
+        raise unavailable_error(f"shard {shard_id}: {error}", retry_after_s) from None

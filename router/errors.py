@@ -10,26 +10,34 @@ The tree, by status:
 - 405 METHOD_NOT_ALLOWED.
 - 409 SEATS_UNAVAILABLE (+ ``unavailable``), INSUFFICIENT_INVENTORY (+ ``available``),
   LIMIT_EXCEEDED, HOLD_NOT_ACTIVE, TICKET_ALREADY_USED (+ ``first_checked_in_at``, ``gate``),
-  QUEUE_NOT_ENABLED, IDEMPOTENCY_REQUEST_IN_FLIGHT.
+  QUEUE_NOT_ENABLED, IDEMPOTENCY_REQUEST_IN_FLIGHT, ORDER_ALREADY_REFUNDED, EVENT_CANCELLED.
 - 410 HOLD_EXPIRED, TICKET_VOID.
 - 402 PAYMENT_DECLINED; 502 PAYMENT_GATEWAY_ERROR.
 - 413 BODY_TOO_LARGE; 415 UNSUPPORTED_MEDIA_TYPE.
-- 422 VALIDATION_ERROR (+ ``errors``), IDEMPOTENCY_KEY_REUSED, TICKET_INVALID.
+- 422 VALIDATION_ERROR (+ ``errors``: each names the field by ``loc``), IDEMPOTENCY_KEY_REUSED,
+  TICKET_INVALID.
 - 429 RATE_LIMITED (+ ``Retry-After``).
-- 503 SHARD_UNAVAILABLE (+ ``Retry-After``), NOT_READY (+ ``components``), DEADLINE_EXCEEDED.
+- 503 SHARD_UNAVAILABLE (+ ``Retry-After``) — also when a database or Redis connection fails
+  under a route that reads them directly; NOT_READY (+ ``components``), DEADLINE_EXCEEDED.
 - 500 INTERNAL_ERROR — a bug; logged with the request id, never with a stack trace in the body.
 
-Expected outcomes raise `ApiError`; anything else is a programmer error and becomes a logged 500.
+Every problem carries ``request_id`` (as the ``X-Request-Id`` header does). ``detail`` is written
+for the client: never a database, driver or Ray message. Those go to the log with the request id
+(`ApiError.reason`). Expected outcomes raise `ApiError`; anything else is a programmer error and
+becomes a logged 500.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
+import asyncpg
 import orjson
+import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -37,9 +45,19 @@ log = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://ticketing.example/problems/"
-# The OpenAPI `responses` entry of every documented error status.
+PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
+# The OpenAPI `responses` entry of every documented error status (the schema is `Problem` below).
 PROBLEM: dict[str, Any] = {"description": "A problem document (RFC 9457) with a stable `code`.",
-                           "content": {PROBLEM_CONTENT_TYPE: {}}}
+                           "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}}}
+# A client-facing detail for failures whose real message is internal (logged, never sent).
+UNAVAILABLE_DETAIL = "the shard could not complete this request; nothing was changed, retry later"
+# Failures of a connection to Postgres or Redis (or of a pool's deadline) under a route that reads
+# them directly: an outage, answered like one (503 + Retry-After), not a bug (500).
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.OperatorInterventionError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+)
 
 TITLES: dict[str, str] = {
     "UNAUTHENTICATED": "Authentication required",
@@ -74,6 +92,8 @@ TITLES: dict[str, str] = {
     "TICKET_ALREADY_USED": "Ticket already used",
     "TICKET_INVALID": "Ticket invalid",
     "TICKET_VOID": "Ticket void",
+    "ORDER_ALREADY_REFUNDED": "Order already refunded",
+    "EVENT_CANCELLED": "Event cancelled",
 }
 
 
@@ -87,6 +107,7 @@ class ApiError(Exception):
         detail: str = "",
         *,
         headers: dict[str, str] | None = None,
+        reason: str = "",
         **extra: Any,
     ) -> None:
         super().__init__(f"{status} {code}: {detail}")
@@ -94,7 +115,30 @@ class ApiError(Exception):
         self.code = code
         self.detail = detail
         self.headers = headers or {}
+        self.reason = reason  # what really happened, for the log only (a driver or Ray message)
         self.extra = extra
+
+
+class ProblemError(BaseModel):
+    loc: list[str]
+    msg: str
+    type: str
+
+
+class _ProblemBase(BaseModel):
+    model_config = ConfigDict(extra="allow", title="Problem")
+
+    type: str = Field(description="A URI naming the problem type")
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str = Field(description="For people; never a database or driver message")
+    request_id: str = Field(description="Also in the X-Request-Id header; quote it in support requests")
+    errors: list[ProblemError] | None = Field(None, description="VALIDATION_ERROR: each invalid field by `loc`")
+
+
+# The problem document's schema for OpenAPI (application/problem+json), `code` being one of TITLES.
+Problem = create_model("Problem", __base__=_ProblemBase,
+                       code=(Literal[tuple(TITLES)], Field(description="Stable machine code; see router/errors.py")))
 
 
 def problem_body(status: int, code: str, detail: str = "", **extra: Any) -> dict[str, Any]:
@@ -130,27 +174,44 @@ def _validation_errors(error: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def _request_id(request: Request) -> str:
+    return str(request.scope.get("request_id", ""))
+
+
+def install_error_handlers(app: FastAPI, retry_after_s: int = 1) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, error: ApiError) -> Response:
-        return problem_response(error.status, error.code, error.detail, headers=error.headers, **error.extra)
+        if error.reason:
+            log.warning("%s %s: %s", error.status, error.code, error.reason,
+                        extra={"request_id": _request_id(request)})
+        return problem_response(error.status, error.code, error.detail, headers=error.headers,
+                                request_id=_request_id(request), **error.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> Response:
         errors = _validation_errors(error)
         detail = "; ".join(f"{'.'.join(item['loc'])}: {item['msg']}" for item in errors[:5])
-        return problem_response(422, "VALIDATION_ERROR", detail, errors=errors)
+        return problem_response(422, "VALIDATION_ERROR", detail, errors=errors, request_id=_request_id(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> Response:
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "BODY_TOO_LARGE",
                 415: "UNSUPPORTED_MEDIA_TYPE"}.get(error.status_code, "VALIDATION_ERROR")
         headers = dict(error.headers) if error.headers else None
-        return problem_response(error.status_code, code, str(error.detail), headers=headers)
+        return problem_response(error.status_code, code, str(error.detail), headers=headers,
+                                request_id=_request_id(request))
+
+    async def _connection_lost(request: Request, error: Exception) -> Response:
+        log.warning("connection failed under %s: %s: %s", request.url.path, type(error).__name__,
+                    str(error)[:300], extra={"request_id": _request_id(request)})
+        return problem_response(503, "SHARD_UNAVAILABLE", UNAVAILABLE_DETAIL, request_id=_request_id(request),
+                                headers={"Retry-After": str(retry_after_s)})
+
+    for error_class in CONNECTION_ERRORS:
+        app.add_exception_handler(error_class, _connection_lost)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, error: Exception) -> Response:
-        request_id = request.scope.get("request_id", "")
-        log.exception("unhandled error", extra={"request_id": request_id})
+        log.exception("unhandled error", extra={"request_id": _request_id(request)})
         return problem_response(500, "INTERNAL_ERROR", "internal error; quote the request id",
-                                request_id=request_id)
+                                request_id=_request_id(request))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
@@ -22,11 +22,10 @@ from router.auth import ANY_ROLE, ORGANIZERS, authorize
 from router.deps import call_shard, client_of, parse_body, settings_of
 from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
-from router.schemas import EventCreate, EventPatch
+from router.schemas import EventCreate, EventPatch, Identifier
 from router.views import availability_body, expect, seat_map_body
 
 router = APIRouter(tags=["events"])
-
 
 
 def _event_body(document: dict[str, Any]) -> dict[str, Any]:
@@ -41,8 +40,6 @@ async def _event(request: Request, event_id: UUID) -> dict[str, Any]:
 
 
 @router.post("/v1/events", status_code=201, summary="Create an event (organizer, admin)",
-             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                 "schema": EventCreate.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
              responses={401: PROBLEM, 403: PROBLEM, 422: PROBLEM, 503: PROBLEM})
 async def create_event(request: Request) -> JSONBody:
     principal = authorize(request, ORGANIZERS)
@@ -95,8 +92,7 @@ async def availability(request: Request, event_id: UUID) -> JSONBody:
 
 @router.get("/v1/events/{event_id}/seats", summary="Seat map: one string per row (public)",
             responses={404: PROBLEM, 422: PROBLEM})
-async def seats(request: Request, event_id: UUID,
-                section: str | None = Query(None, min_length=1, max_length=32)) -> JSONBody:
+async def seats(request: Request, event_id: UUID, section: Annotated[Identifier | None, Query()] = None) -> JSONBody:
     shard_id = client_of(request).shard_map.shard_of(event_id)
     reply = await call_shard(request, shard_id, GetSeatMap(event_id, section), read=True)
     view = expect(reply, SeatMapView, "EVENT_NOT_FOUND", settings_of(request).retry_after_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from router.jsonbody import JSONBody
 from router.metrics import COMPONENT_UP, render
 from router.runtime import Runtime
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
 
 
@@ -79,7 +81,7 @@ async def readyz(request: Request) -> Response:
         probes[f"postgres-{shard_id}"] = _postgres_probe(runtime, shard_id)
     probes["redis"] = _redis_probe(runtime)
     names = list(probes)
-    outcomes = await asyncio.gather(*(_run(probes[name], timeout_s) for name in names))
+    outcomes = await asyncio.gather(*(_run(name, probes[name], timeout_s) for name in names))
     components = dict(zip(names, outcomes, strict=True))
     for name, outcome in components.items():
         COMPONENT_UP.labels(name).set(1 if outcome == "ok" else 0)
@@ -90,13 +92,22 @@ async def readyz(request: Request) -> Response:
     return JSONBody({"status": "ready", "components": components})
 
 
-async def _run(probe: Callable[[], Awaitable[Any]], timeout_s: float) -> str:
+class Recovering(Exception):
+    """The shard actor answers but is still rebuilding from Postgres."""
+
+
+async def _run(name: str, probe: Callable[[], Awaitable[Any]], timeout_s: float) -> str:
+    """"ok" or why `name` is down, in words that reveal nothing internal: an exception's text can
+    carry a DSN, a user name or a file path, so it is logged, not returned."""
     try:
         result = await asyncio.wait_for(probe(), timeout_s)
     except TimeoutError:
         return f"down: no answer within {timeout_s} s"
+    except Recovering:
+        return "down: recovering"
     except Exception as error:
-        return f"down: {type(error).__name__}: {error}"[:300]
+        log.warning("readiness probe %s failed: %s: %s", name, type(error).__name__, str(error)[:300])
+        return "down: error"
     return "ok" if result is not False else "down: not connected"
 
 
@@ -106,7 +117,7 @@ def _actor_probe(runtime: Runtime, shard_id: int) -> Callable[[], Awaitable[Any]
             handle = await asyncio.to_thread(runtime.actor, shard_id)
             health = await handle.health.remote()
             if not health.get("ready"):
-                raise RuntimeError("recovering")
+                raise Recovering
             return health
         except Exception:
             runtime.forget_actor(shard_id)  # re-resolve by name next time (the actor may be new)

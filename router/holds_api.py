@@ -35,8 +35,6 @@ def _command(body: HoldCreate, user_id: str, key: str | None) -> HoldSeats | Hol
 
 
 @router.post("/v1/holds", status_code=201, summary="Hold seats or GA tickets for a few minutes (buyer)",
-             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                 "schema": HoldCreate.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
              responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM, 503: PROBLEM})
 async def create_hold(request: Request) -> JSONBody:
     principal = authorize(request, BUYERS)

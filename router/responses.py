@@ -1,0 +1,178 @@
+"""The bodies the API answers with, as models for `/openapi.json` only (API.md shapes).
+
+Handlers build their bodies as dicts (router/views.py) and return them directly, so these models
+never run on the hot path; their job is a truthful contract. The schemathesis suite
+(tests/e2e/test_schemathesis.py) checks every response against them. They allow extra fields:
+API.md lets the API add fields, and a client must ignore what it does not know.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class HoldItem(Open):
+    seat: str | None = Field(description="Seat label (`A-2-17`); null for general admission")
+    section: str
+    price_cents: int
+
+
+class Hold(Open):
+    id: str
+    event_id: str
+    status: str = Field(description="held, payment_pending, confirmed, expired, released or failed")
+    expires_at: str | None
+    items: list[HoldItem]
+    quantity: int
+    total_cents: int
+    currency: str
+    order_id: str | None = None
+
+
+class EventVenue(Open):
+    name: str
+    city: str = ""
+    country: str = ""
+
+
+class EventSaleWindow(Open):
+    name: str = ""
+    starts_at: str
+    ends_at: str | None = None
+    code: str | None = None
+
+
+class Event(Open):
+    id: str
+    title: str
+    category: str
+    description: str
+    venue: EventVenue
+    starts_at: str
+    ends_at: str | None
+    currency: str
+    hold_seconds: int
+    per_person_limit: int | None
+    queue: dict[str, object]
+    sale_windows: list[EventSaleWindow]
+    status: str
+    sections: list[dict[str, object]]
+
+
+class EventPage(Open):
+    items: list[Event]
+    next_cursor: str | None
+
+
+class AvailabilitySection(Open):
+    id: str
+    kind: str
+    capacity: int
+    available: int
+    held: int
+    sold: int
+    price_cents: int
+
+
+class Availability(Open):
+    event_id: str
+    total_available: int
+    as_of: str
+    sections: list[AvailabilitySection]
+
+
+class SeatRow(Open):
+    label: str
+    seats: str = Field(description="One character per seat: `.` available, `h` held, `s` sold, `x` blocked")
+
+
+class SeatMapSection(Open):
+    id: str
+    rows: list[SeatRow]
+
+
+class SeatMap(Open):
+    sections: list[SeatMapSection]
+
+
+class Ticket(Open):
+    id: str
+    event_id: str
+    order_id: str
+    seat: str | None
+    section: str
+    status: str
+    qr_png: str
+    code: str | None = Field(None, description="The signed ticket code (owner views)")
+
+
+class Order(Open):
+    id: str
+    event_id: str
+    status: str
+    total_cents: int
+    currency: str
+    tickets: list[Ticket]
+
+
+class OrderSummary(Open):
+    id: str
+    status: str
+    total_cents: int
+    currency: str
+
+
+class CheckoutResult(Open):
+    order: OrderSummary
+    tickets: list[Ticket]
+
+
+class TicketPage(Open):
+    items: list[Ticket]
+    next_cursor: str | None
+
+
+class Checkin(Open):
+    result: str
+    ticket: Ticket
+
+
+class Revocation(Open):
+    ticket_id: str
+    status: str
+    revoked_at: str | None
+
+
+class RevocationPage(Open):
+    event_id: str
+    items: list[Revocation]
+    next_cursor: str | None
+    complete: bool
+
+
+class TicketKey(Open):
+    kid: str
+    alg: str
+    public_key: str
+
+
+class TicketKeys(Open):
+    keys: list[TicketKey]
+
+
+class Me(Open):
+    sub: str
+    role: str
+
+
+class Health(Open):
+    status: str
+
+
+class Ready(Open):
+    status: str
+    components: dict[str, str]
