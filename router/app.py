@@ -19,6 +19,7 @@ from router.health import router as health_router
 from router.holds_api import router as holds_router
 from router.jsonbody import JSONBody
 from router.metrics import observe_payment_call
+from router.openapi import install_openapi
 from router.orders_api import router as orders_router
 from router.payments import build_gateway
 from router.queue_tokens import QueueTokens
@@ -75,7 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ticket_codes = TicketCodes(settings.resolved_data_dir, settings.qr_cache_entries_max)
     resolver = CheckoutResolver(runtime, shard_client, gateway, settings)
     app.state.rate_limiter = RateLimiter(runtime, settings)
-    install_error_handlers(app)
+    install_error_handlers(app, settings.retry_after_s)
+    install_openapi(app)
     # The hot routes first: holds, then reads and checkout, then the rest. Routes are added to the
     # app's own list rather than with include_router, which in this FastAPI keeps each router as a
     # nested matcher that every request walks (measured: ~185 µs of route matching per request).
