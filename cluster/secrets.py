@@ -38,11 +38,18 @@ def write_private_file(path: Path, text: str) -> None:
     The temporary file is created with mode 0600 (not chmod-ed afterwards), so the content is
     never readable by others, not even for an instant.
     """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    temporary = _private_temporary(path, text)
+    os.replace(temporary, path)
+
+
+def _private_temporary(path: Path, text: str) -> Path:
+    """A new 0600 file beside `path` holding `text`; its name is unique to this call (threads of
+    one process included), so concurrent writers never share one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
-    os.replace(temporary, path)
+    return temporary
 
 
 def _ensure_secret(data_dir: Path, name: str) -> str:
@@ -54,10 +61,7 @@ def _ensure_secret(data_dir: Path, name: str) -> str:
     """
     path = secrets_dir(data_dir) / name
     if not path.exists():
-        temporary = path.with_name(f".{name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(SECRET_BYTES))
+        temporary = _private_temporary(path, secrets.token_urlsafe(SECRET_BYTES))
         try:
             os.link(temporary, path)
         except FileExistsError:
