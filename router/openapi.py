@@ -23,6 +23,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from router import responses as r
+from router.deps import IDEMPOTENCY_KEY_CHARS_MAX, IDEMPOTENCY_KEY_PATTERN
 from router.edge import REQUEST_ID_PATTERN
 from router.errors import PROBLEM, Problem
 from router.queue_tokens import TOKEN_CHARS_MAX
@@ -89,9 +90,10 @@ REQUEST_ID = _header("X-Request-Id", "Echoed in the response and in problems whe
                      "otherwise the router makes one",
                      {"type": "string", "pattern": REQUEST_ID_PATTERN.pattern.decode()})
 IDEMPOTENCY_KEY = _header("Idempotency-Key", "Same key + same user + same body → the first response again",
-                          {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"})
+                          {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_CHARS_MAX,
+                           "pattern": IDEMPOTENCY_KEY_PATTERN.pattern})
 QUEUE_TOKEN = _header("X-Queue-Token", "The waiting room's admission token (queue-mode events)",
-                      {"type": "string", "minLength": 1, "maxLength": TOKEN_CHARS_MAX})
+                      {"type": "string", "minLength": 1, "maxLength": TOKEN_CHARS_MAX, "pattern": r"^[A-Za-z0-9_.-]+$"})
 RESPONSE_HEADERS = {"X-Request-Id": {"description": "The request's id", "schema": {"type": "string"}}}
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "string"}}}
 
