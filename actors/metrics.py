@@ -73,6 +73,8 @@ class ShardMetrics:
                                            "result")
         self.idempotency_keys_purged = counter("ticketing_actor_idempotency_keys_purged_total",
                                                "Idempotency keys older than their retention deleted.").labels(shard)
+        self.events_quarantined = gauge("ticketing_actor_events_quarantined",
+                                        "Events whose rows recovery refused: not served until repaired.").labels(shard)
         self.shard = shard
 
     def text(self) -> bytes:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -10,6 +11,7 @@ from actors.events import document_from_rows, layout_of, settings_of
 from actors.inventory import InventoryLimits, ShardInventory, invariant
 from actors.inventory.changes import IdempotencyRecorded
 from actors.inventory.commands import USER_COMMAND_TYPES
+from actors.inventory.idempotency import IdempotencyCache
 from actors.inventory.recovery import load_event_columns
 from actors.inventory.results import (
     EventStatusView,
@@ -23,8 +25,11 @@ from actors.inventory.results import (
 from actors.protocol import core_command
 from shards.codec import ResultCodec
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
-    from actors.shard import EventShard, ShardConfig
+    from actors.shard import ShardConfig
+    from shards.lookup import DurableLookup
 
 
 def result_codec() -> ResultCodec:
@@ -36,21 +41,22 @@ class Restored:
     inventory: ShardInventory
     documents: dict[UUID, dict[str, Any]]
     epoch: int
-    idempotency_complete: bool
+    # Events whose rows did not rebuild into a consistent state (an invariant broke, or the rows
+    # could not be read): id → what was wrong. The shard serves its other events and answers
+    # every call on these as unavailable until an operator repairs the rows and it recovers again.
+    quarantined: dict[UUID, str] = field(default_factory=dict)
 
 
 async def restore_shard(pool: Any, config: ShardConfig, limits: InventoryLimits, holder: str,
                         timeout_s: float) -> Restored:
     import asyncio
-    import time
 
     from shards.lease import take_lease
     from shards.loader import load_events, load_idempotency
 
     async def idempotency_keys() -> list[Any]:
         async with pool.acquire(timeout=timeout_s) as connection:
-            return await load_idempotency(connection, limits.idempotency_retention_s, limits.idempotency_keys_max,
-                                          timeout_s=timeout_s)
+            return await load_idempotency(connection, limits.idempotency_keys_max, timeout_s=timeout_s)
 
     # The lease first: only once it is taken can no older epoch commit, so the loads below (each
     # on its own connection, see shards.loader) see rows that cannot change any more.
@@ -59,13 +65,20 @@ async def restore_shard(pool: Any, config: ShardConfig, limits: InventoryLimits,
     rows, keys = await asyncio.gather(load_events(pool, list(config.slots), timeout_s=timeout_s), idempotency_keys())
     inventory = ShardInventory(limits)
     documents = {}
+    quarantined: dict[UUID, str] = {}
     for event_id, event_rows in rows.items():
-        documents[event_id] = adopt(inventory, event_id, event_rows)
+        try:
+            documents[event_id] = adopt(inventory, event_id, event_rows)
+        except Exception as error:  # one event's bad rows must not keep the shard's others down
+            inventory.forget_event(event_id)
+            quarantined[event_id] = f"{type(error).__name__}: {error}"
+            log.critical("shard %s: event %s refused at recovery, its rows are inconsistent: %s", config.shard_id,
+                         event_id, quarantined[event_id])
     codec = result_codec()
-    complete = len(keys) <= limits.idempotency_keys_max
-    inventory.idempotency.load(
-        (_recorded(record, codec) for record in keys[-limits.idempotency_keys_max:]), time.time())
-    return Restored(inventory, documents, epoch, complete)
+    if len(keys) > limits.idempotency_keys_max:  # the newest key left out, and every older one
+        inventory.idempotency.mark_dropped(keys[0]["at_s"])
+    inventory.idempotency.load(_recorded(record, codec) for record in keys[-limits.idempotency_keys_max:])
+    return Restored(inventory, documents, epoch, quarantined)
 
 
 def adopt(inventory: ShardInventory, event_id: UUID, rows: Any) -> dict[str, Any]:
@@ -96,21 +109,28 @@ def _recorded(record: Any, codec: ResultCodec) -> IdempotencyRecorded:
                                codec.decode(record["result"]), record["at_s"])
 
 
-async def load_keys(shard: EventShard, requests: list[Any]) -> None:
-    """Before applying: pull keys the hot cache no longer has (but Postgres does) back into it."""
-    import time
+async def load_keys(cache: IdempotencyCache, requests: list[Any], lookup: DurableLookup | None
+                    ) -> tuple[int, int]:
+    """Before applying a batch: make sure memory knows every key of it that Postgres knows.
 
-    from shards.loader import lookup_idempotency
-
-    now_s = time.time()
-    cache = shard.inventory.idempotency
-    commands = [core_command(request) for request in requests]
-    missing = [(command.user_id, command.idempotency_key) for command in commands
-               if isinstance(command, USER_COMMAND_TYPES) and command.idempotency_key is not None
-               and cache.lookup(command.user_id, command.idempotency_key, now_s) is None]
-    if not missing:
-        return
-    async with shard.pool.acquire() as connection:
-        records = await lookup_idempotency(connection, missing)
+    Returns (keys looked up in Postgres, keys found there); raises `shards.lookup.LookupFailed`
+    when Postgres cannot answer, and then the batch must not be applied (a key it does not know
+    could be a replay). Nothing to do while the cache is complete (idempotency.py) and the batch
+    cannot push any key out of it; otherwise the batch's keys are protected from eviction and, if
+    the cache is incomplete, its misses are read from Postgres. `lookup` None is the negative
+    control's actor, which trusts memory alone (the behaviour before issue 10).
+    """
+    if cache.complete and len(cache) + len(requests) <= cache.keys_max:
+        return 0, 0
+    keys = []
+    for request in requests:
+        command = core_command(request)
+        if isinstance(command, USER_COMMAND_TYPES) and command.idempotency_key is not None:
+            keys.append((command.user_id, command.idempotency_key))
+    missing = cache.protect(keys)
+    if not missing or cache.complete or lookup is None:
+        return 0, 0
+    records = await lookup.idempotency_keys(missing)
     codec = result_codec()
-    cache.load((_recorded(record, codec) for record in records), now_s)
+    cache.load(_recorded(record, codec) for record in records)
+    return len(missing), len(records)

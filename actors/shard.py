@@ -103,6 +103,7 @@ class EventShard:
         self._writer: Any = None  # asyncpg.Connection of the group commit, see _writer_connection
         self.committer: GroupCommitter | None = None
         self.isolation: PoisonIsolation | None = None
+        self.quarantined: dict[UUID, str] = {}  # events recovery refused (actors/restore.py)
         # How many rebuilds or isolations are under way: the shard serves again when the last ends.
         self._paused = 0
         self._uncommitted_keys: dict[tuple[str, str], asyncio.Future[Any]] = {}
@@ -179,7 +180,8 @@ class EventShard:
         restored = await restore_shard(self.pool, self.config, self._limits(), self.holder,
                                        self.bounds.get("recovery_timeout_s", 120.0))
         self.inventory, self.documents = restored.inventory, restored.documents
-        self.epoch = restored.epoch
+        self.epoch, self.quarantined = restored.epoch, restored.quarantined
+        self.metrics.events_quarantined.set(len(self.quarantined))
         gc.collect()
         gc.freeze()
         elapsed = time.perf_counter() - started
@@ -284,6 +286,25 @@ class EventShard:
             assert self._ready is not None
             if self._ready.is_set():  # still: a rebuild may have begun while the keys were fetched
                 break
+        if self.quarantined and any(_event_of(request) in self.quarantined for request in requests):
+            return await self._apply_around_quarantine(requests)
+        return await self._apply_ready(requests)
+
+    async def _apply_around_quarantine(self, requests: list[Any]) -> list[Any]:
+        """Calls on an event recovery refused are unavailable; the call's other requests go on."""
+        replies: list[Any] = [None] * len(requests)
+        passing = []
+        for index, request in enumerate(requests):
+            if _event_of(request) in self.quarantined:
+                replies[index] = Unavailable("this event's stored rows are inconsistent: it is not served")
+            else:
+                passing.append(index)
+        if passing:
+            for index, reply in zip(passing, await self._apply_ready([requests[i] for i in passing]), strict=True):
+                replies[index] = reply
+        return replies
+
+    async def _apply_ready(self, requests: list[Any]) -> list[Any]:
         started = time.perf_counter()
         try:
             outcomes = _apply_all(self, requests, time.time())
@@ -472,7 +493,10 @@ class EventShard:
 
     async def read(self, queries: list[Any]) -> list[Any]:
         await self._started()
-        return [await answer_query(self, query) for query in queries]
+        quarantined = self.quarantined
+        return [Unavailable("this event's stored rows are inconsistent: it is not served")
+                if quarantined and getattr(query, "event_id", None) in quarantined else await answer_query(self, query)
+                for query in queries]
 
     async def read_wire(self, wire: bytes) -> bytes:
         return encode_replies(await self.read(decode_requests(wire)))
@@ -489,6 +513,7 @@ class EventShard:
         return {"shard_id": self.config.shard_id, "slots": len(self.config.slots), "pid": os.getpid(),
                 "started_at": self.started_at, "epoch": self.epoch,
                 "ready": bool(self._ready and self._ready.is_set()), "events": len(self.documents),
+                "quarantined_events": sorted(str(event_id) for event_id in self.quarantined),
                 "core": NATIVE_STATUS}
 
     async def slots(self) -> list[int]:
@@ -544,6 +569,10 @@ def _apply_shell(shard: EventShard, core_apply: Callable[[Any, float], Outcome],
             return ShellOutcome(QueueRequired(command.event_id))
         return core_apply(command, now_s)
     return checkout_outcome(shard, request, now_s)
+
+
+def _event_of(request: Any) -> Any:
+    return getattr(core_command(request), "event_id", None)
 
 
 def _apply_without_key(inventory: ShardInventory, command: Any, now_s: float) -> Outcome:

@@ -95,7 +95,8 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
             ("sum by (shard) (increase(ticketing_actor_recoveries_total[5m]))", "recoveries {{shard}}")]),
         panel("Poison isolation: runs and refused commands", [
             ("sum by (shard, trigger) (increase(ticketing_actor_isolations_total[5m]))", "runs {{shard}} {{trigger}}"),
-            ("sum by (shard) (increase(ticketing_actor_isolated_commands_total[5m]))", "refused {{shard}}")]),
+            ("sum by (shard) (increase(ticketing_actor_isolated_commands_total[5m]))", "refused {{shard}}"),
+            ("sum by (shard) (ticketing_actor_events_quarantined)", "events quarantined {{shard}}")]),
         panel("Last recovery time, lease epoch, events owned, compiled core", [
             ("sum by (shard) (ticketing_actor_events)", "events {{shard}}"),
             ("max by (shard) (ticketing_actor_recovery_seconds)", "recovery s {{shard}}"),

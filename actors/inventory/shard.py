@@ -41,7 +41,12 @@ from actors.inventory.commands import (
 from actors.inventory.errors import ErrorCode, invariant
 from actors.inventory.event import NOBODY, EventInventory
 from actors.inventory.holds import Hold, HoldStatus
-from actors.inventory.idempotency import IdempotencyCache, Recorded, fingerprint
+from actors.inventory.idempotency import (
+    IDEMPOTENCY_KEYS_MAX_DEFAULT,
+    IdempotencyCache,
+    Recorded,
+    fingerprint,
+)
 from actors.inventory.invariants import check_all
 from actors.inventory.layout import Layout
 from actors.inventory.results import (
@@ -60,6 +65,7 @@ _NOT_FOUND = -1
 # expire_due pops this many due holds one by one before it sorts the heap instead (_pop_due).
 _POPS_BEFORE_SORT = 256
 _new = tuple.__new__
+CLOSED_HOLDS_MAX_DEFAULT = 10_000
 _H = TypeVar("_H", HoldSeats, HoldGeneralAdmission, HoldBestAvailable)
 
 
@@ -68,18 +74,19 @@ class InventoryLimits:
     """Bounds of the core (STYLE §3); the actor fills them from settings."""
 
     hold_items_max: int = 10
-    idempotency_keys_max: int = 100_000
-    idempotency_retention_s: float = 3_600.0
+    # The one default (also cluster.settings'); how long keys live is the shell's (idempotency.py).
+    idempotency_keys_max: int = IDEMPOTENCY_KEYS_MAX_DEFAULT
     # Ended holds kept in memory so a late DELETE or checkout still gets HOLD_NOT_ACTIVE or
-    # HOLD_EXPIRED rather than HOLD_NOT_FOUND; older ones are answered from Postgres by the shell.
-    closed_holds_max: int = 10_000
+    # HOLD_EXPIRED rather than HOLD_NOT_FOUND. An older one is not known to commands (HOLD_NOT_FOUND);
+    # reads of it are answered from Postgres by the shell (actors/reads.py, shards/lookup.py).
+    closed_holds_max: int = CLOSED_HOLDS_MAX_DEFAULT
 
 
 class ShardInventory:
     def __init__(self, limits: InventoryLimits | None = None) -> None:
         self.limits = limits or InventoryLimits()
         self.events: dict[UUID, EventInventory] = {}
-        self.idempotency = IdempotencyCache(self.limits.idempotency_keys_max, self.limits.idempotency_retention_s)
+        self.idempotency = IdempotencyCache(self.limits.idempotency_keys_max)
         # Hold indexes are keyed by ``hold_id.int``: UUID.__hash__ is Python code (~0.3 µs on the
         # reference machine) and a hold touches these dicts three times.
         self._holds: dict[int, Hold] = {}  # live holds (held, payment_pending)
@@ -119,6 +126,16 @@ class ShardInventory:
         self.events[event.event_id] = event
         for hold in live_holds:
             self._track(hold)
+
+    def forget_event(self, event_id: UUID) -> None:
+        """Recovery refused this event's rows: drop it and its holds, so nothing of it is served
+        while the shard's other events are (the shell answers its calls as unavailable)."""
+        event = self.events.pop(event_id, None)
+        if event is None:
+            return
+        for index in (self._holds, self._closed):
+            for hold_key in [key for key, hold in index.items() if hold.event is event]:
+                del index[hold_key]
 
     # --- the command path ----------------------------------------------------------------------
 
@@ -163,7 +180,7 @@ class ShardInventory:
         self, command: UserCommand, key: str, handler: Callable[[Any, float], Outcome], now_s: float
     ) -> Outcome:
         request = fingerprint(command)
-        recorded = self.idempotency.lookup(command.user_id, key, now_s)
+        recorded = self.idempotency.lookup(command.user_id, key)
         if recorded is not None:
             if recorded.fingerprint != request:
                 return Outcome(
@@ -177,7 +194,7 @@ class ShardInventory:
         result = outcome.result
         if isinstance(result, Rejection) and result.code is ErrorCode.EVENT_NOT_FOUND:
             return outcome
-        self.idempotency.record(command.user_id, key, Recorded(request, result, now_s), now_s)
+        self.idempotency.record(command.user_id, key, Recorded(request, result, now_s))
         return Outcome(result, (*outcome.changes, IdempotencyRecorded(command.user_id, key, request, result, now_s)))
 
     def _track(self, hold: Hold) -> None:

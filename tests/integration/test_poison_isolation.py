@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from actors.inventory.results import HoldView
-from actors.protocol import EventDocument, Refused, Unavailable
+from actors.protocol import EventDocument, GetAvailability, Refused, Unavailable
 from tests.actor_support import assert_pool_consistent, ga_event_command, ga_hold, new_database, query, start_shard
 from tests.harness import RunningCluster
 
@@ -145,3 +145,34 @@ def test_a_command_that_raises_while_applied_is_refused_alone(cluster: RunningCl
     assert stored == {before.hold_id, after.hold_id}
     text = ray.get(shard.metrics_text.remote()).decode()
     assert re.search(r'ticketing_actor_isolations_total\{shard="0",trigger="apply_raised"\} 1\.0', text), text
+
+
+def test_recovery_refuses_only_the_event_whose_rows_disagree(cluster: RunningCluster, ray_driver: None) -> None:
+    """Rows that do not rebuild into a consistent event (here a GA pool's counter no longer equals
+    its live holds) keep that event from being served — every call on it answers unavailable and
+    the shard says which event and why — while the shard's other events sell as before. Before,
+    one such event failed the recovery of the whole shard, forever."""
+    import ray
+
+    dsn = new_database(cluster)
+    first = start_shard(dsn)
+    broken, healthy = ga_event_command(100), ga_event_command(100)
+    ray.get(first.apply.remote([broken, healthy]))
+    ray.get(first.apply.remote([ga_hold(broken.event_id, "a", 2), ga_hold(healthy.event_id, "b", 2)]))
+    ray.kill(first, no_restart=True)
+    query(dsn, "UPDATE ga_pools SET held = held + 5 WHERE event_id = $1", broken.event_id)
+
+    second = start_shard(dsn)
+
+    on_broken, on_healthy = ray.get(second.apply.remote([ga_hold(broken.event_id, "c", 1),
+                                                         ga_hold(healthy.event_id, "d", 1)]))
+    assert isinstance(on_broken, Unavailable) and isinstance(on_healthy, HoldView)
+    (read,) = ray.get(second.read.remote([GetAvailability(broken.event_id)]))
+    assert isinstance(read, Unavailable)
+    health = ray.get(second.health.remote())
+    assert health["quarantined_events"] == [str(broken.event_id)]
+    text = ray.get(second.metrics_text.remote()).decode()
+    assert _metric(text, "ticketing_actor_events_quarantined") == 1
+    assert assert_pool_consistent(dsn, healthy.event_id) == (3, 0)
+    (row,) = query(dsn, "SELECT count(*) AS n FROM holds WHERE event_id = $1", broken.event_id)
+    assert row["n"] == 1, "a call on the refused event changed its rows"
