@@ -106,7 +106,8 @@ def shard_bounds(settings: Settings) -> dict[str, Any]:
     names = (
         "commit_batch_commands_max", "commit_wait_ms_max", "db_call_timeout_s", "db_pool_size_max",
         "hold_expiry_tick_ms", "idempotency_keys_max", "idempotency_retention_s", "hold_seats_max",
-        "hold_quantity_max", "event_seats_max", "recovery_timeout_s",
+        "hold_quantity_max", "event_seats_max", "recovery_timeout_s", "idempotency_purge_interval_s",
+        "idempotency_purge_batch_keys_max", "closed_holds_max", "durable_lookup_timeout_s",
     )
     return {name: getattr(settings, name) for name in names}
 

@@ -14,6 +14,13 @@ from typing import Annotated, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from actors.inventory.idempotency import IDEMPOTENCY_KEYS_MAX_DEFAULT, IDEMPOTENCY_RETENTION_S_DEFAULT
+from actors.inventory.shard import CLOSED_HOLDS_MAX_DEFAULT
+from shards.lookup import (
+    DURABLE_LOOKUP_TIMEOUT_S_DEFAULT,
+    IDEMPOTENCY_PURGE_BATCH_KEYS_MAX_DEFAULT,
+    IDEMPOTENCY_PURGE_INTERVAL_S_DEFAULT,
+)
 from shards.slots import SLOT_COUNT, ShardMap
 
 
@@ -84,8 +91,16 @@ class Settings(BaseSettings):
     commit_wait_ms_max: float = Field(2.0, ge=0)
     db_call_timeout_s: float = Field(3.0, gt=0)
     db_pool_size_max: int = Field(8, ge=1)
-    idempotency_keys_max: int = Field(200_000, ge=1)
-    idempotency_retention_s: int = Field(24 * 3600, ge=24 * 3600)
+    # Idempotency keys: an actor's memory holds the newest `idempotency_keys_max`; Postgres keeps
+    # every key at least `idempotency_retention_s` (API.md: ≥ 24 h), then the actor's purge job
+    # deletes it, in batches, every interval. What memory lacks is looked up in Postgres
+    # (shards/lookup.py), as are holds that ended longer ago than the last `closed_holds_max`.
+    idempotency_keys_max: int = Field(IDEMPOTENCY_KEYS_MAX_DEFAULT, ge=1)
+    idempotency_retention_s: int = Field(IDEMPOTENCY_RETENTION_S_DEFAULT, ge=24 * 3600)
+    idempotency_purge_interval_s: float = Field(IDEMPOTENCY_PURGE_INTERVAL_S_DEFAULT, gt=0)
+    idempotency_purge_batch_keys_max: int = Field(IDEMPOTENCY_PURGE_BATCH_KEYS_MAX_DEFAULT, ge=1)
+    closed_holds_max: int = Field(CLOSED_HOLDS_MAX_DEFAULT, ge=1)
+    durable_lookup_timeout_s: float = Field(DURABLE_LOOKUP_TIMEOUT_S_DEFAULT, gt=0)
     # Recovery reads whole shards (a million-seat venue is millions of rows): its own deadline.
     recovery_timeout_s: float = Field(120.0, gt=0)
 
@@ -129,6 +144,7 @@ class Settings(BaseSettings):
             problems.append("batch_size_max must fit in shard_queue_depth_max")
         if self.actor_call_timeout_s >= self.request_deadline_s:
             problems.append("actor_call_timeout_s must be shorter than request_deadline_s")
+        problems += self._durable_lookup_problems()
         if self.db_call_timeout_s >= self.actor_call_timeout_s:
             problems.append("db_call_timeout_s must be shorter than actor_call_timeout_s")
         if self.min_hold_seconds > self.max_hold_seconds:
@@ -145,6 +161,15 @@ class Settings(BaseSettings):
             problems.append(str(error))
         if problems:
             raise ValueError("inconsistent settings: " + "; ".join(problems))
+    def _durable_lookup_problems(self) -> list[str]:
+        problems = []
+        if self.durable_lookup_timeout_s >= self.actor_call_timeout_s:
+            problems.append("durable_lookup_timeout_s must be shorter than actor_call_timeout_s")
+        if self.idempotency_keys_max < 2 * self.batch_size_max:
+            # A batch's keys must not push each other out of memory before they are applied.
+            problems.append("idempotency_keys_max must be at least twice batch_size_max")
+        return problems
+
         return self
 
     def shard_map(self) -> ShardMap:

@@ -1,8 +1,8 @@
 """Recovery reads: everything a shard actor needs to rebuild its memory, in a few large queries.
 
 One query per table across *all* of the shard's events (not per event): recovery time is
-dominated by rows moved, not by round trips. Ended holds and old history are not loaded; the
-actor answers questions about them from Postgres when asked.
+dominated by rows moved, not by round trips. Ended holds are not loaded: reads of them are
+answered from Postgres by `shards.lookup` when memory does not know them.
 
 Orders and original tickets are read column-wise (`actors.inventory.recovery.OrderColumns`,
 `TicketColumns`): Postgres aggregates each column of an event into one value (ids into one
@@ -83,7 +83,7 @@ _TICKET_ORDER = "t.order_id, t.issued_at, t.ticket_id"
 # The core's projection of the same change (actors.inventory.replay) makes the ticket checked in,
 # and so does recovery: a valid ticket with a check-in row is checked in (before this, recovery
 # loaded it as valid, and a restarted actor would have admitted it a second time).
-_TICKET_STATUS = "CASE WHEN t.status = 'valid' AND c.ticket_id IS NOT NULL THEN 'checked_in' ELSE t.status END"
+TICKET_STATUS_SQL = "CASE WHEN t.status = 'valid' AND c.ticket_id IS NOT NULL THEN 'checked_in' ELSE t.status END"
 # A ticket's seat column as the core stores it: the seat_no, or `ga_seat_ref(section index)` =
 # -1 - index for a GA unit (restore checks that a section's stored position is its index).
 _TICKETS = f"""
@@ -93,7 +93,7 @@ SELECT t.event_id,
        array_agg(t.user_id ORDER BY {_TICKET_ORDER}),
        string_agg(int4send(coalesce(t.seat_no, -1 - s.position)), ''::bytea ORDER BY {_TICKET_ORDER}),
        string_agg(int4send(s.position), ''::bytea ORDER BY {_TICKET_ORDER}),
-       string_agg({_STATUS_BYTE.format(column=_TICKET_STATUS)}, ''::bytea ORDER BY {_TICKET_ORDER})
+       string_agg({_STATUS_BYTE.format(column=TICKET_STATUS_SQL)}, ''::bytea ORDER BY {_TICKET_ORDER})
 FROM tickets t JOIN sections s ON s.event_id = t.event_id AND s.section_id = t.section_id
      LEFT JOIN checkins c ON c.ticket_id = t.ticket_id
 WHERE t.replaces IS NULL AND t.event_id {{events}}
@@ -102,7 +102,7 @@ GROUP BY t.event_id"""
 # The rare tickets that need more than columns: transfers' new tickets (whole rows, in issue
 # order, so each comes after the ticket it replaces) and check-ins of original tickets.
 _TICKET_EXTRAS = f"""
-SELECT t.event_id, t.ticket_id, t.order_id, t.user_id, t.seat_no, t.section_id, {_TICKET_STATUS},
+SELECT t.event_id, t.ticket_id, t.order_id, t.user_id, t.seat_no, t.section_id, {TICKET_STATUS_SQL},
        extract(epoch FROM c.checked_in_at)::float8, c.gate, t.replaces
 FROM tickets t LEFT JOIN checkins c ON c.ticket_id = t.ticket_id
 WHERE (t.replaces IS NOT NULL OR c.ticket_id IS NOT NULL OR t.status = 'checked_in') AND t.event_id {{events}}
@@ -176,19 +176,15 @@ def _int4s(data: bytes) -> array[int]:
     return values
 
 
-async def load_idempotency(connection: asyncpg.Connection, retention_s: float, keys_max: int,
-                           *, timeout_s: float | None = None) -> list[asyncpg.Record]:
-    """The newest recorded keys within retention (at most `keys_max`), oldest first."""
+async def load_idempotency(connection: asyncpg.Connection, keys_max: int, *, timeout_s: float | None = None
+                           ) -> list[asyncpg.Record]:
+    """The newest recorded keys, at most `keys_max + 1` of them, oldest first.
+
+    Of any age: a key lives until the purge job deletes it (`shards.lookup`), and memory must not
+    forget a key that Postgres still holds. One more than fits tells recovery that memory cannot
+    hold them all (the cache is then incomplete and misses are looked up).
+    """
     records = await connection.fetch(
         """SELECT user_id, key, fingerprint, result, extract(epoch FROM created_at)::float8 AS at_s
-           FROM idempotency_keys WHERE created_at > now() - make_interval(secs => $1)
-           ORDER BY created_at DESC LIMIT $2""", retention_s, keys_max + 1, timeout=timeout_s)
+           FROM idempotency_keys ORDER BY created_at DESC LIMIT $1""", keys_max + 1, timeout=timeout_s)
     return list(reversed(records))
-
-
-async def lookup_idempotency(connection: asyncpg.Connection, keys: list[tuple[str, str]]) -> list[asyncpg.Record]:
-    return list(await connection.fetch(
-        """SELECT i.user_id, i.key, i.fingerprint, i.result, extract(epoch FROM i.created_at)::float8 AS at_s
-           FROM idempotency_keys i JOIN unnest($1::text[], $2::text[]) AS k(user_id, key)
-             ON i.user_id = k.user_id AND i.key = k.key""",
-        [key[0] for key in keys], [key[1] for key in keys]))

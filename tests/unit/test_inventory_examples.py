@@ -47,7 +47,7 @@ def layout() -> Layout:
 
 
 def shard(**settings: object) -> ShardInventory:
-    inventory = ShardInventory(InventoryLimits(hold_items_max=6, idempotency_keys_max=3, idempotency_retention_s=100))
+    inventory = ShardInventory(InventoryLimits(hold_items_max=6, idempotency_keys_max=3))
     inventory.create_event(EVENT, layout(), EventSettings(**settings))  # type: ignore[arg-type]
     return inventory
 
@@ -324,10 +324,16 @@ def test_rejections_of_keyed_commands_are_recorded_too() -> None:
     assert inventory.apply(HoldSeats(EVENT, "ben", new_id(), ("A-1-1",), idempotency_key="k"), 1.0).replayed
 
 
-def test_key_memory_is_bounded_by_count_and_age() -> None:
+def test_key_memory_is_bounded_by_count_and_forgets_only_what_postgres_purged() -> None:
+    """The count bound drops the oldest key and makes misses inconclusive (the shell must ask
+    Postgres) until the purge job has deleted keys at least that old; age alone forgets nothing."""
     inventory = shard()
-    for key in ("a", "b", "c", "d"):
-        inventory.apply(HoldGeneralAdmission(EVENT, f"user-{key}", new_id(), "floor", 1, idempotency_key=key), 0.0)
-    assert len(inventory.idempotency) == 3 and inventory.idempotency.lookup("user-a", "a", 0.0) is None
-    assert inventory.idempotency.lookup("user-d", "d", 100.0) is not None
-    assert inventory.idempotency.lookup("user-d", "d", 100.5) is None
+    cache = inventory.idempotency
+    for at_s, key in enumerate(("a", "b", "c", "d")):
+        inventory.apply(HoldGeneralAdmission(EVENT, f"user-{key}", new_id(), "floor", 1, idempotency_key=key), at_s)
+    assert len(cache) == 3 and cache.lookup("user-a", "a") is None
+    assert not cache.complete, "a dropped key may still be in Postgres: a miss is not final"
+    assert cache.lookup("user-d", "d") is not None
+    assert cache.forget_before(0.0) == 0 and not cache.complete  # Postgres may still hold "a" (recorded at 0.0)
+    assert cache.forget_before(2.5) == 2 and cache.complete
+    assert cache.lookup("user-b", "b") is None and cache.lookup("user-d", "d") is not None

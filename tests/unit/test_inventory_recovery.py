@@ -139,7 +139,7 @@ def test_recorded_idempotency_keys_survive_recovery() -> None:
     event, live = load_event(EVENT, LAYOUT, SETTINGS, *projection.event_rows(EVENT))
     reloaded = ShardInventory()
     reloaded.adopt_event(event, live)
-    reloaded.idempotency.load(projection.idempotency, now_s=40.0)
+    reloaded.idempotency.load(projection.idempotency)
     retry = reloaded.apply(
         HoldBestAvailable(EVENT, "ana", uuid.UUID(int=10**6), "A", 2, adjacent=True, idempotency_key="b0"), 40.0
     )

@@ -366,7 +366,7 @@ class InventoryMachine(RuleBasedStateMachine):
     )
     def keyed_hold(self, user: str, quantity: int, key: str, change_body: bool) -> None:
         """A GA hold with a key; the first use is modelled, later uses must replay or be refused."""
-        recorded = self.shard.idempotency.lookup(user, key, self.now)
+        recorded = self.shard.idempotency.lookup(user, key)
         command = HoldGeneralAdmission(EVENT, user, self.new_id(), POOL, quantity, idempotency_key=key)
         if recorded is None:
             return self.hold_pool_keyed(command)
