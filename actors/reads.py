@@ -50,14 +50,14 @@ async def answer_query(shard: EventShard, query: Any) -> Any:
         document = shard.documents.get(query.event_id)
         return None if document is None else EventDocument(document)
     if kind is GetHold:
-        view = inventory.hold(query.hold_id, query.user_id)
-        return view if view is not None else await _durable(shard, "hold", query.hold_id, query.user_id)
+        hold = inventory.hold(query.hold_id, query.user_id)
+        return hold if hold is not None else await _durable(shard, "hold", query.hold_id, query.user_id)
     if kind is GetOrder:
-        view = inventory.order(query.order_id, query.user_id)
-        return view if view is not None else await _durable(shard, "order", query.order_id, query.user_id)
+        order = inventory.order(query.order_id, query.user_id)
+        return order if order is not None else await _durable(shard, "order", query.order_id, query.user_id)
     if kind is GetTicket:
-        view = inventory.ticket(query.ticket_id, query.user_id)
-        return view if view is not None else await _durable(shard, "ticket", query.ticket_id, query.user_id)
+        ticket = inventory.ticket(query.ticket_id, query.user_id)
+        return ticket if ticket is not None else await _durable(shard, "ticket", query.ticket_id, query.user_id)
     if kind is GetUserTickets:
         event_ids = [query.event_id] if query.event_id is not None else list(shard.documents)
         return tuple(ticket for event_id in event_ids for ticket in inventory.user_tickets(event_id, query.user_id))
