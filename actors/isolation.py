@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -44,7 +43,8 @@ from actors.protocol import Refused, core_command
 log = logging.getLogger(__name__)
 
 Probe = Callable[[list[tuple[Any, ...]]], Awaitable[list[BaseException | None]]]
-Apply = Callable[[list[Any], float], list[Any]]  # requests, now → outcomes (raises ApplyCrashed)
+# Apply requests to the rebuilt memory (their idempotency keys looked up first) → their outcomes.
+Apply = Callable[[list[Any]], Awaitable[list[Any]]]
 Commit = Callable[[list[Any]], Awaitable[None]]
 
 
@@ -144,7 +144,7 @@ class PoisonIsolation:
                 for request_index, request in enumerate(entry.requests)
                 if (entry_index, request_index) not in convicted]
         try:
-            outcomes = self._apply([request for _, _, request in kept], time.time()) if kept else []
+            outcomes = await self._apply([request for _, _, request in kept]) if kept else []
             changes = [change for outcome in outcomes for change in outcome.changes]
             if changes:
                 await self._commit(changes)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from actors.committer import CommitFailed, Entry, GroupCommitter
+from actors.ended_holds import answer_ended_holds
 from actors.event_admin import create_event, update_event
 from actors.inventory import NATIVE, NATIVE_STATUS, InvariantViolation, InventoryLimits, ShardInventory
 from actors.inventory.changes import IdempotencyRecorded
@@ -167,7 +168,8 @@ class EventShard:
             on_failure=self._on_commit_failure, on_commit=self._on_commit,
             on_poison=self._isolate_poison if self.config.isolation else None)
         self.isolation = PoisonIsolation(self.config.shard_id, self.metrics, probe=self._probe,
-                                         rebuild=self._recover_until_done, apply=self._apply_now, commit=self._commit)
+                                         rebuild=self._recover_until_done, apply=self._apply_after_rebuild,
+                                         commit=self._commit)
         self.committer.start()
         self._timer = asyncio.get_running_loop().create_task(self._expire_loop())
         self._purge_task = asyncio.get_running_loop().create_task(self._purge_loop())
@@ -271,8 +273,18 @@ class EventShard:
         finally:
             connection.terminate()
 
-    def _apply_now(self, requests: list[Any], now_s: float) -> list[Outcome | ShellOutcome]:
-        return _apply_all(self, requests, now_s)
+    async def _apply_after_rebuild(self, requests: list[Any]) -> list[Outcome | ShellOutcome]:
+        """Isolation's re-application: as `apply`, minus the readiness wait (the shard is paused
+        for exactly this), keys first — the rebuilt cache may lack keys of these requests, and the
+        rebuilt memory the ended holds they name (actors/ended_holds.py)."""
+        if not await self._fetch_evicted_keys(requests):
+            raise CommitFailed("the idempotency keys could not be read from Postgres")
+        answered = await answer_ended_holds(self.inventory, self.durable_lookup(), requests)
+        if not answered:
+            return _apply_all(self, requests, time.time())
+        passing = [index for index in range(len(requests)) if index not in answered]
+        applied = iter(_apply_all(self, [requests[index] for index in passing], time.time()))
+        return [ShellOutcome(answered[index]) if index in answered else next(applied) for index in range(len(requests))]
 
     # --- the command path ---------------------------------------------------------------------------
 
@@ -283,22 +295,22 @@ class EventShard:
                 await self._started()
             if not await self._fetch_evicted_keys(requests):
                 return [Unavailable("the idempotency keys could not be read from Postgres") for _ in requests]
+            answered = await answer_ended_holds(self.inventory, self.durable_lookup(), requests)
             assert self._ready is not None
-            if self._ready.is_set():  # still: a rebuild may have begun while the keys were fetched
+            if self._ready.is_set():  # still: a rebuild may have begun while Postgres was asked
                 break
-        if self.quarantined and any(_event_of(request) in self.quarantined for request in requests):
-            return await self._apply_around_quarantine(requests)
+        if self.quarantined:
+            for index, request in enumerate(requests):
+                if _event_of(request) in self.quarantined:
+                    answered[index] = Unavailable("this event's stored rows are inconsistent: it is not served")
+        if answered:
+            return await self._apply_except(requests, answered)
         return await self._apply_ready(requests)
 
-    async def _apply_around_quarantine(self, requests: list[Any]) -> list[Any]:
-        """Calls on an event recovery refused are unavailable; the call's other requests go on."""
-        replies: list[Any] = [None] * len(requests)
-        passing = []
-        for index, request in enumerate(requests):
-            if _event_of(request) in self.quarantined:
-                replies[index] = Unavailable("this event's stored rows are inconsistent: it is not served")
-            else:
-                passing.append(index)
+    async def _apply_except(self, requests: list[Any], answered: dict[int, Any]) -> list[Any]:
+        """Apply the requests not answered already (quarantined events, ended holds), in order."""
+        replies = [answered.get(index) for index in range(len(requests))]
+        passing = [index for index in range(len(requests)) if index not in answered]
         if passing:
             for index, reply in zip(passing, await self._apply_ready([requests[i] for i in passing]), strict=True):
                 replies[index] = reply

@@ -127,6 +127,11 @@ class ShardInventory:
         for hold in live_holds:
             self._track(hold)
 
+    def knows_hold(self, hold_id: UUID) -> bool:
+        """Whether commands on this hold are decided here: it is live, or ended recently enough."""
+        key = hold_id.int
+        return key in self._holds or key in self._closed
+
     def forget_event(self, event_id: UUID) -> None:
         """Recovery refused this event's rows: drop it and its holds, so nothing of it is served
         while the shard's other events are (the shell answers its calls as unavailable)."""
