@@ -31,7 +31,7 @@ import pytest
 from shards.migrate import with_database
 from tests.chaos.history import History, Operation, Report
 from tests.harness import RunningCluster
-from tests.support import create_event, event_body, ga, seated, shard_dsn
+from tests.support import create_event, event_body, ga, seated
 
 pytestmark = pytest.mark.chaos
 
@@ -112,10 +112,25 @@ async def wait_ready(cluster: RunningCluster) -> None:
     raise AssertionError(f"the cluster was not ready again within {READY_TIMEOUT_S} s")
 
 
+async def shard_dsns(cluster: RunningCluster, events: tuple[str, str]) -> dict[str, str]:
+    """Each event's shard database, found by asking every shard (no settings object needed)."""
+    found: dict[str, str] = {}
+    for dsn in cluster.state()["pg_dsns"]:  # type: ignore[attr-defined]
+        connection = await asyncpg.connect(str(dsn), timeout=10)
+        try:
+            rows = await connection.fetch("SELECT event_id::text FROM events WHERE event_id = ANY($1::uuid[])",
+                                          list(events))
+        finally:
+            await connection.close()
+        found.update({row["event_id"]: str(dsn) for row in rows})
+    assert set(found) == set(events), f"events not found in any shard: {set(events) - set(found)}"
+    return found
+
+
 async def check(cluster: RunningCluster, history: History, events: tuple[str, str]) -> Report:
     await wait_ready(cluster)
     async with httpx.AsyncClient(base_url=cluster.base_url) as client:
-        return await history.check(client, {event_id: shard_dsn(cluster, event_id) for event_id in events})
+        return await history.check(client, await shard_dsns(cluster, events))
 
 
 def shard_count(cluster: RunningCluster) -> int:
@@ -220,7 +235,7 @@ def test_negative_control_the_checker_names_planted_lies(cluster: RunningCluster
 
     async def recheck() -> Report:
         async with httpx.AsyncClient(base_url=cluster.base_url) as client:
-            return await history.check(client, {event_id: shard_dsn(cluster, event_id) for event_id in events})
+            return await history.check(client, await shard_dsns(cluster, events))
 
     planted = asyncio.run(recheck())
     found = planted.describe()
