@@ -125,8 +125,6 @@ class Settings(BaseSettings):
     rate_limit_user_burst: int = Field(20, ge=1)
     rate_limit_address_per_s: float = Field(2000.0, gt=0)
     rate_limit_address_burst: int = Field(4000, ge=1)
-    # Test-only fault hooks (e.g. kill the shard actor between charge and confirm); never in production.
-    test_hooks: bool = False
     startup_timeout_s: float = Field(120.0, gt=0)
     shutdown_timeout_s: float = Field(20.0, gt=0)
 

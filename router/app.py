@@ -11,7 +11,9 @@ from cluster.settings import Settings
 from router.auth import TokenVerifier
 from router.browse import router as browse_router
 from router.checkins_api import router as checkins_router
-from router.checkout import router as checkout_router
+from router.checkout import build_checkout_service
+from router.checkout.gateway import build_gateway
+from router.checkout.route import router as checkout_router
 from router.edge import EdgeMiddleware
 from router.errors import install_error_handlers
 from router.events_api import router as events_router
@@ -21,7 +23,6 @@ from router.jsonbody import JSONBody
 from router.metrics import observe_payment_call
 from router.openapi import install_openapi
 from router.orders_api import router as orders_router
-from router.payments import build_gateway
 from router.queue_tokens import QueueTokens
 from router.ratelimit import RateLimiter
 from router.resolver import CheckoutResolver
@@ -74,7 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.payment_gateway, settings.resolved_data_dir, call_timeout_s=settings.gateway_call_timeout_s,
         slow_delay_s=settings.gateway_slow_delay_s, on_call=observe_payment_call)
     app.state.ticket_codes = TicketCodes(settings.resolved_data_dir, settings.qr_cache_entries_max)
-    resolver = CheckoutResolver(runtime, shard_client, gateway, settings)
+    app.state.checkout = checkout = build_checkout_service(runtime, shard_client, gateway, settings)
+    resolver = CheckoutResolver(runtime, checkout, settings)
     app.state.rate_limiter = RateLimiter(runtime, settings)
     install_error_handlers(app, settings.retry_after_s)
     install_openapi(app)

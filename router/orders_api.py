@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -13,10 +12,11 @@ from prometheus_client import Counter
 from pydantic import StringConstraints
 from starlette.responses import Response
 
-from actors.inventory.commands import RefundOrder, TransferTicket
+from actors.inventory.commands import TransferTicket
 from actors.inventory.results import OrderView, TicketView, TransferView
-from actors.protocol import EventDocument, GetEvent, GetOrder, GetTicket, GetUserTickets, PaymentRecord, RecordPayment
+from actors.protocol import EventDocument, GetEvent, GetOrder, GetTicket, GetUserTickets
 from router.auth import ANY_ROLE, BUYERS, authorize
+from router.checkout import CheckoutService, RefundRequest
 from router.deps import call_shard, client_of, idempotency_key, parse_body, settings_of, shard_of_entity
 from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
@@ -145,37 +145,11 @@ async def refund(request: Request, order_id: UUID) -> JSONBody:
         raise ApiError(404, "ORDER_NOT_FOUND", "not found")
     if not by_organizer and datetime.fromisoformat(document["starts_at"].replace("Z", "+00:00")) <= datetime.now(UTC):
         raise ApiError(403, "FORBIDDEN", "refunds close when the event starts; ask the organizer")
-    key = idempotency_key(request) or f"refund:{order_id}"
-    reply = await call_shard(request, shard_id, RefundOrder(principal.user_id, order_id, by_organizer, key),
-                             retryable=True)
-    refunded: OrderView = expect(reply, OrderView, "ORDER_NOT_FOUND", settings_of(request).retry_after_s)
-    await return_money(request, shard_id, refunded, principal.user_id)
+    service: CheckoutService = request.app.state.checkout
+    refunded = await service.refund_order(RefundRequest(shard_id, principal.user_id, order, by_organizer,
+                                                        idempotency_key(request)))
     REFUNDS.labels("refunded").inc()
     return JSONBody(order_with_codes(request, refunded))
-
-
-async def return_money(request: Request, shard_id: int, order: OrderView, user_id: str) -> None:
-    """Refund the order's charge at the gateway (idempotent per order); recorded as pending when
-    the gateway fails, and retried by the checkout resolver."""
-    runtime = request.app.state.runtime
-    pool = await runtime.pool(shard_id)
-    row = await pool.fetchrow(
-        """SELECT gateway_ref, amount_cents, hold_id, currency FROM payments WHERE order_id = $1 AND kind = 'charge'
-           AND status = 'succeeded'""", order.order_id)
-    if row is None:
-        return  # nothing was charged (a free order)
-    settings = settings_of(request)
-    key = f"refund:order:{order.order_id}"
-    status = "succeeded"
-    try:
-        await request.app.state.gateway.refund(charge_id=row["gateway_ref"], amount_cents=row["amount_cents"],
-                                               idempotency_key=key)
-    except Exception:
-        status = "pending"
-    record = PaymentRecord(uuid.uuid4(), order.event_id, row["hold_id"], order.order_id, user_id, "refund",
-                           settings.payment_gateway, row["gateway_ref"], key, row["amount_cents"],
-                           row["currency"].strip(), status)
-    await call_shard(request, shard_id, RecordPayment(record), retryable=True)
 
 
 @router.get("/v1/ticket-keys", summary="Public keys that verify ticket codes (public)")

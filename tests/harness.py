@@ -28,12 +28,11 @@ TEST_ENVIRONMENT = {
     "TICKETING_MIN_HOLD_SECONDS": "1",
     "TICKETING_ROUTER_WORKERS": "2",
     "TICKETING_ACCESS_LOG": "false",
-    # Checkout faults resolve in seconds rather than minutes; fault hooks are on.
+    # Checkout faults resolve in seconds rather than minutes.
     "TICKETING_GATEWAY_CALL_TIMEOUT_S": "2",
     "TICKETING_GATEWAY_SLOW_DELAY_S": "1",
     "TICKETING_PAYMENT_TIMEOUT_S": "3",
     "TICKETING_CHECKOUT_RESOLVER_INTERVAL_S": "0.5",
-    "TICKETING_TEST_HOOKS": "true",
     # Tests reuse a few buyers for many requests; the rate-limit test sends more than this.
     "TICKETING_RATE_LIMIT_USER_BURST": "40",
 }

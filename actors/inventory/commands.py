@@ -71,12 +71,18 @@ class ReleaseHold:
 
 @dataclass(frozen=True, slots=True)
 class BeginCheckout:
-    """Pin a held hold (``payment_pending``) so it cannot expire while payment is in flight."""
+    """Pin a held hold (``payment_pending``) so it cannot expire while payment is in flight.
+
+    ``request_digest`` is a digest of what the checkout request asked beyond the hold (payment,
+    ticket holders). It is part of the idempotency fingerprint, so the same key sent again with
+    another body is IDEMPOTENCY_KEY_REUSED instead of a pin that answers for a different request.
+    """
 
     generated_ids: ClassVar[tuple[str, ...]] = ()
     user_id: str
     hold_id: UUID
     idempotency_key: str | None = None
+    request_digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from router.checkout import charge_key, refund_key
-from router.payments import SimulatedGateway
+from router.checkout import CheckoutRequest, CheckoutService, build_checkout_service
+from router.checkout.gateway import SimulatedGateway
+from router.checkout.keys import charge_key, fail_key, refund_key
 from router.ticketcodes import KeyRing, TicketClaims
 from tests.harness import RunningCluster
 from tests.support import check_database, create_event, event_body, fetch, ga, hold, problem, race, seated, shard_dsn
@@ -259,12 +260,107 @@ def assert_money_matches_tickets(cluster: RunningCluster, event: dict[str, Any],
         assert charge is None or charge.status != "succeeded" or [r["status"] for r in refunds] == ["succeeded"]
 
 
+class Crash(BaseException):
+    """This router process dies here: nothing after this point of the saga runs."""
+
+
+class StepGateway:
+    """The simulated gateway with a fault injected before or after one kind of call."""
+
+    def __init__(self, inner: Any, operation: str, *, before: Any = None, after: Any = None) -> None:
+        self.inner, self.operation, self.before, self.after = inner, operation, before, after
+
+    async def _around(self, operation: str, call: Any) -> Any:
+        if operation == self.operation and self.before is not None:
+            await self.before()
+        result = await call
+        if operation == self.operation and self.after is not None:
+            await self.after()
+        return result
+
+    async def charge(self, **arguments: Any) -> Any:
+        return await self._around("charge", self.inner.charge(**arguments))
+
+    async def refund(self, **arguments: Any) -> Any:
+        return await self._around("refund", self.inner.refund(**arguments))
+
+    async def lookup(self, idempotency_key: str) -> Any:
+        return await self.inner.lookup(idempotency_key)
+
+
+async def in_process(cluster: RunningCluster, saga: Any) -> Any:
+    """Run `saga(service, runtime)` with a checkout service of this test process, joined to the
+    cluster's Ray, Postgres and Redis like a router worker: a router whose gateway the test wraps."""
+    from cluster.raycluster import prepare_local_ray_environment
+    from cluster.settings import Settings
+    from router.runtime import Runtime
+    from router.shard_client import ShardClient
+
+    prepare_local_ray_environment()  # as the router workers join the cluster's loopback Ray
+    state = cluster.state()
+    settings = Settings(data_dir=cluster.data_dir, shard_count=4, pg_dsns=state["pg_dsns"],  # type: ignore[arg-type]
+                        ray_address=str(state["ray_address"]), redis_url=str(state["redis_url"]),
+                        gateway_call_timeout_s=2, payment_timeout_s=3)
+    runtime = Runtime(settings)
+    await runtime.start()
+    client = ShardClient(runtime, settings)
+    try:
+        return await saga(lambda gateway: build_checkout_service(runtime, client, gateway, settings), runtime)
+    finally:
+        await client.close()
+        await runtime.close()
+
+
+def shard_of(event: dict[str, Any]) -> int:
+    from cluster.settings import Settings
+
+    return Settings(shard_count=4).shard_map().shard_of(uuid.UUID(event["id"]))
+
+
+def checkout_in_process(cluster: RunningCluster, event: dict[str, Any], user: str, hold_id: str, key: str,
+                        wrap: Any) -> BaseException | None:
+    """One checkout through an in-process service whose gateway `wrap(simulated, service, runtime)`
+    builds; returns what it raised (a Crash, an ApiError) or None."""
+    request = CheckoutRequest(shard_of(event), user, uuid.UUID(hold_id), key, "tok_visa", ())
+
+    async def saga(build: Any, runtime: Any) -> BaseException | None:
+        box: dict[str, CheckoutService] = {}
+        gateway = wrap(gateway_for(cluster), box, runtime)
+        box["service"] = build(gateway)
+        try:
+            await box["service"].checkout(request)
+        except (Crash, Exception) as error:
+            return error
+        return None
+
+    return asyncio.run(in_process(cluster, saga))
+
+
+def gateway_for(cluster: RunningCluster) -> SimulatedGateway:
+    return SimulatedGateway(cluster.data_dir, call_timeout_s=2, slow_delay_s=1)
+
+
+async def die() -> None:
+    raise Crash
+
+
 def test_actor_killed_between_charge_and_confirm_then_client_retries(
         http: httpx.Client, cluster: RunningCluster, event: dict[str, Any]) -> None:
+    """The shard actor is killed while the charge is in flight; the confirmation then fails or is
+    retried by the shard client, and the client's retry with its key gets the tickets, paid once."""
     created = hold(http, cluster, "killed", {"event_id": event["id"], "section": "floor", "quantity": 2}).json()
-    hook = {"X-Test-Hook": "kill-shard-after-charge"}
-    first = checkout(http, cluster, "killed", created["id"], key="kill-pay", **hook)
-    assert first.status_code in (201, 503), first.text
+
+    def kill_shard_after_charge(simulated: Any, box: Any, runtime: Any) -> StepGateway:
+        async def kill() -> None:
+            import ray
+
+            ray.kill(runtime.actor(shard_of(event)), no_restart=False)
+            runtime.forget_actor(shard_of(event))
+
+        return StepGateway(simulated, "charge", after=kill)
+
+    first = checkout_in_process(cluster, event, "killed", created["id"], "kill-pay", kill_shard_after_charge)
+    assert first is None or getattr(first, "status", None) == 503, first
     second = checkout(http, cluster, "killed", created["id"], key="kill-pay")
     assert second.status_code == 201, second.text
     assert len(second.json()["tickets"]) == 2
@@ -274,27 +370,41 @@ def test_actor_killed_between_charge_and_confirm_then_client_retries(
 
 def test_nobody_confirms_after_charge_and_the_resolver_settles_it(
         http: httpx.Client, cluster: RunningCluster, event: dict[str, Any]) -> None:
+    """The router dies right after the charge: the cluster's resolver confirms the hold."""
     created = hold(http, cluster, "orphan", {"event_id": event["id"], "section": "floor", "quantity": 1}).json()
-    hook = {"X-Test-Hook": "crash-after-charge"}
-    crashed = checkout(http, cluster, "orphan", created["id"], key="orphan-pay", **hook)
-    problem(crashed, 503, "SHARD_UNAVAILABLE")
+    crashed = checkout_in_process(cluster, event, "orphan", created["id"], "orphan-pay",
+                                  lambda simulated, box, runtime: StepGateway(simulated, "charge", after=die))
+    assert isinstance(crashed, Crash)
     assert wait_for_hold(http, cluster, "orphan", created["id"], {"confirmed", "failed"}) == "confirmed"
     eventually(lambda: assert_money_matches_tickets(cluster, event, created["id"]))
     mine = http.get("/v1/me/tickets", params={"event_id": event["id"]}, headers=cluster.headers("orphan")).json()
     assert len(mine["items"]) == 1
+    retried = checkout(http, cluster, "orphan", created["id"], key="orphan-pay")
+    assert retried.status_code == 201 and retried.json()["tickets"][0]["id"] == mine["items"][0]["id"]
     check_database(cluster, event["id"])
 
 
 def test_payment_for_a_hold_that_can_no_longer_be_confirmed_is_refunded(
         http: httpx.Client, cluster: RunningCluster, event: dict[str, Any]) -> None:
+    """The hold is failed (as the resolver would) while the charge is in flight: the charge is refunded."""
     created = hold(http, cluster, "tooslow", {"event_id": event["id"], "section": "floor", "quantity": 1}).json()
-    response = checkout(http, cluster, "tooslow", created["id"], key="slow-pay",
-                        **{"X-Test-Hook": "fail-hold-after-charge"})
-    assert response.status_code in (409, 410), response.text
-    charge = asyncio.run(gateway(cluster).lookup(charge_key(uuid.UUID(created["id"]))))
+    hold_id = uuid.UUID(created["id"])
+
+    def fail_hold_after_charge(simulated: Any, box: Any, runtime: Any) -> StepGateway:
+        async def give_up() -> None:
+            from actors.inventory.commands import FailCheckout
+
+            await box["service"].shards.apply(shard_of(event), FailCheckout("tooslow", hold_id, fail_key(hold_id)),
+                                              retryable=True)
+
+        return StepGateway(simulated, "charge", after=give_up)
+
+    refused = checkout_in_process(cluster, event, "tooslow", created["id"], "slow-pay", fail_hold_after_charge)
+    assert getattr(refused, "status", None) == 409, refused
+    charge = asyncio.run(gateway(cluster).lookup(charge_key(hold_id)))
     assert charge is not None and charge.refunded_cents == charge.amount_cents
     assert_money_matches_tickets(cluster, event, created["id"])
-    assert refund_key(uuid.UUID(created["id"]))
+    assert refund_key(hold_id)
 
 
 def test_lost_gateway_reply_is_resolved_by_lookup(http: httpx.Client, cluster: RunningCluster,
@@ -328,8 +438,9 @@ def test_a_charge_landing_after_the_hold_was_given_up_is_refunded(
     Then the charge lands anyway (a provider finishing a timed-out request): the resolver's
     re-check refunds it. Never charged without tickets."""
     created = hold(http, cluster, "late", {"event_id": event["id"], "section": "floor", "quantity": 1}).json()
-    hook = {"X-Test-Hook": "crash-before-charge"}
-    problem(checkout(http, cluster, "late", created["id"], key="late-pay", **hook), 503, "SHARD_UNAVAILABLE")
+    crashed = checkout_in_process(cluster, event, "late", created["id"], "late-pay",
+                                  lambda simulated, box, runtime: StepGateway(simulated, "charge", before=die))
+    assert isinstance(crashed, Crash)
     assert wait_for_hold(http, cluster, "late", created["id"], {"confirmed", "failed"}) == "failed"
     charge = asyncio.run(gateway(cluster).charge(amount_cents=created["total_cents"], currency="EUR",
                                                  token="tok_visa", idempotency_key=charge_key(uuid.UUID(created["id"])),
@@ -342,3 +453,94 @@ def test_a_charge_landing_after_the_hold_was_given_up_is_refunded(
 
     eventually(refunded)
     assert_money_matches_tickets(cluster, event, created["id"])
+
+
+def test_a_refund_interrupted_before_the_gateway_is_paid_by_the_resolver(
+        http: httpx.Client, cluster: RunningCluster, event: dict[str, Any]) -> None:
+    """Defect 5: the router dies between the refund's commit and the gateway refund. The debt was
+    committed with the refund (pending), so the resolver pays it; the client's retry with the same
+    key answers the refunded order instead of 409."""
+    paid = bought(http, cluster, event, "crashrefund", seats=["A-2-15"])
+    order_id = uuid.UUID(paid["order"]["id"])
+
+    async def saga(build: Any, runtime: Any) -> BaseException | None:
+        from actors.inventory.results import OrderView
+        from actors.protocol import GetOrder
+        from router.checkout import RefundRequest
+
+        service = build(StepGateway(gateway_for(cluster), "refund", before=die))
+        order = await service.shards.read(shard_of(event), GetOrder(order_id, "crashrefund"))
+        assert isinstance(order, OrderView)
+        try:
+            await service.refund_order(RefundRequest(shard_of(event), "crashrefund", order, False, "refund-crash"))
+        except Crash as crash:
+            return crash
+        return None
+
+    assert isinstance(asyncio.run(in_process(cluster, saga)), Crash)
+    def refunded_at_the_gateway() -> None:
+        rows = asyncio.run(fetch(shard_dsn(cluster, event["id"]), """SELECT hold_id FROM orders
+                                                                     WHERE order_id = $1""", order_id))
+        charge = asyncio.run(gateway(cluster).lookup(charge_key(rows[0]["hold_id"])))
+        assert charge is not None and charge.refunded_cents == charge.amount_cents
+
+    eventually(refunded_at_the_gateway)
+    retried = http.post(f"/v1/orders/{order_id}/refund", headers={**cluster.headers("crashrefund"),
+                                                                   "Idempotency-Key": "refund-crash"})
+    assert retried.status_code == 200 and retried.json()["status"] == "refunded"
+    statuses = asyncio.run(fetch(shard_dsn(cluster, event["id"]),
+                                 "SELECT status FROM payments WHERE order_id = $1 AND kind = 'refund'", order_id))
+    assert [row["status"] for row in statuses] == ["succeeded"]
+
+
+def test_a_free_event_sells_without_a_charge(http: httpx.Client, cluster: RunningCluster) -> None:
+    """Defect 9: price 0 is allowed at creation and now also at checkout (no gateway call)."""
+    free = create_event(http, cluster, event_body(ga("floor", 10, price_cents=0)))
+    created = hold(http, cluster, "freebie", {"event_id": free["id"], "section": "floor", "quantity": 2}).json()
+    paid = checkout(http, cluster, "freebie", created["id"], key="free-pay")
+    assert paid.status_code == 201, paid.text
+    assert paid.json()["order"]["total_cents"] == 0 and len(paid.json()["tickets"]) == 2
+    assert asyncio.run(gateway(cluster).lookup(charge_key(uuid.UUID(created["id"])))) is None
+    refunded = http.post(f"/v1/orders/{paid.json()['order']['id']}/refund", headers=cluster.headers("freebie"))
+    assert refunded.status_code == 200 and refunded.json()["status"] == "refunded"
+
+
+def test_the_owner_cannot_preempt_the_resolvers_keys(http: httpx.Client, cluster: RunningCluster,
+                                                     event: dict[str, Any]) -> None:
+    """Defect 4: the owner used to send the resolver's key first (`resolver:<hold>:fail`), so the
+    resolver's step replayed a refusal and the hold stayed pinned for ever. The resolver's keys are
+    now unsendable; the hold left pinned by a lost charge reply is settled anyway."""
+    created = hold(http, cluster, "sneaky", {"event_id": event["id"], "section": "floor", "quantity": 1}).json()
+    problem(checkout(http, cluster, "sneaky", created["id"], "tok_lost", key="sneaky-pay"), 502,
+            "PAYMENT_GATEWAY_ERROR")
+    for old_key in (f"resolver:{created['id']}:fail", f"resolver:{created['id']}:confirm"):
+        http.delete(f"/v1/holds/{created['id']}", headers={**cluster.headers("sneaky"), "Idempotency-Key": old_key})
+    assert wait_for_hold(http, cluster, "sneaky", created["id"], {"confirmed", "failed"}) == "confirmed"
+
+
+def test_a_255_character_key_checks_out(http: httpx.Client, cluster: RunningCluster, event: dict[str, Any]) -> None:
+    """Defect 4: `<key>:pin` overflowed the 255-character column and failed the whole group commit."""
+    created = hold(http, cluster, "longkey", {"event_id": event["id"], "section": "floor", "quantity": 1}).json()
+    paid = checkout(http, cluster, "longkey", created["id"], key="k" * 255)
+    assert paid.status_code == 201, paid.text
+    assert checkout(http, cluster, "longkey", created["id"], key="k" * 255).json() == paid.json()
+
+
+def test_a_transferred_ticket_is_not_refunded_to_its_sender(http: httpx.Client, cluster: RunningCluster,
+                                                            event: dict[str, Any]) -> None:
+    """Defect 6: refunding the order after a transfer voided the recipient's ticket and paid the
+    sender. Now the recipient keeps a valid ticket and only the sender's ticket is paid back."""
+    paid = bought(http, cluster, event, "sender", quantity=2)
+    given = paid["tickets"][1]
+    moved = http.post(f"/v1/tickets/{given['id']}/transfer", json={"to": "recipient"},
+                      headers={**cluster.headers("sender"), "Idempotency-Key": "give-away"})
+    assert moved.status_code == 201, moved.text
+    refunded = http.post(f"/v1/orders/{paid['order']['id']}/refund", headers=cluster.headers("sender"))
+    assert refunded.status_code == 200, refunded.text
+    new_ticket = http.get(f"/v1/tickets/{moved.json()['id']}", headers=cluster.headers("recipient")).json()
+    assert new_ticket["status"] == "valid"
+    rows = asyncio.run(fetch(shard_dsn(cluster, event["id"]), "SELECT hold_id FROM orders WHERE order_id = $1",
+                             uuid.UUID(paid["order"]["id"])))
+    charge = asyncio.run(gateway(cluster).lookup(charge_key(rows[0]["hold_id"])))
+    assert charge is not None and charge.refunded_cents == charge.amount_cents // 2
+    check_database(cluster, event["id"])

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from router.payments import (
+from router.checkout.gateway import (
     CallStats,
     Charge,
     FaultyGateway,

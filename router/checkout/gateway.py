@@ -1,6 +1,6 @@
 """The payment gateway port, the built-in simulated gateway, and a fault-injecting wrapper.
 
-Outcomes of a call, and what the checkout saga does with each:
+Outcomes of a call, and what the checkout service (router/checkout/service.py) does with each:
 
 - a `Charge` with ``status="succeeded"`` — money taken; confirm the order.
 - a `Charge` with ``status="declined"`` (``decline_code`` says why) — an expected outcome, so a
