@@ -41,7 +41,15 @@ from actors.inventory.commands import BeginCheckout, ConfirmCheckout, FailChecko
 from actors.inventory.holds import HoldStatus
 from actors.inventory.results import HoldView, OrderView, Rejection
 from actors.payments import refunded_cents
-from actors.protocol import CompleteCheckout, GetHold, GetOrder, PaymentRecord, RecordPayment, RefundPaidOrder
+from actors.protocol import (
+    CompleteCheckout,
+    GetHold,
+    GetOrder,
+    PaymentRecord,
+    RecordPayment,
+    RefundPaidOrder,
+    Unavailable,
+)
 from router.checkout import keys
 from router.checkout.gateway import (
     CHARGE_AMOUNT_CENTS_MAX,
@@ -328,10 +336,16 @@ class CheckoutService:
             raise unavailable_error(str(error), self.retry_after_s) from None
 
     async def _read(self, shard_id: int, query: Any) -> Any:
+        """A read's reply; 503 when the shard could not answer. An `Unavailable` reply (Postgres did
+        not answer the durable lookup) must never pass for "not found": `settled_order` would then
+        refund the charge of a confirmed hold."""
         try:
-            return await self.shards.read(shard_id, query)
+            reply = await self.shards.read(shard_id, query)
         except (Overloaded, ShardUnavailable) as error:
             raise unavailable_error(str(error), self.retry_after_s) from None
+        if isinstance(reply, Unavailable):
+            raise unavailable_error(reply.reason, self.retry_after_s)
+        return reply
 
 
 def _validate(request: CheckoutRequest, hold: HoldView) -> None:

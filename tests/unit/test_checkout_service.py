@@ -23,7 +23,7 @@ from actors.inventory.results import HoldView, OrderView, TransferView
 from actors.inventory.sales import EventSettings
 from actors.inventory.shard import InventoryLimits, ShardInventory
 from actors.payments import checkout_outcome
-from actors.protocol import CompleteCheckout, GetHold, GetOrder, RecordPayment, RefundPaidOrder
+from actors.protocol import CompleteCheckout, GetHold, GetOrder, RecordPayment, RefundPaidOrder, Unavailable
 from router.checkout import keys
 from router.checkout.gateway import CHARGE_AMOUNT_CENTS_MAX, Charge, FaultyGateway, GatewayError, SimulatedGateway
 from router.checkout.service import CheckoutRequest, CheckoutService, RefundRequest
@@ -277,3 +277,20 @@ def test_the_most_expensive_default_hold_fits_one_payment() -> None:
 
     settings = Settings()
     assert PRICE_CENTS_MAX * max(settings.hold_seats_max, settings.hold_quantity_max) <= CHARGE_AMOUNT_CENTS_MAX
+
+
+def test_an_unanswered_read_is_a_503_never_a_hold_that_was_not_confirmed(tmp_path: Path) -> None:
+    """`settled_order` decides whether a charge bought the hold's tickets. When the shard cannot
+    read a hold from Postgres it answers `Unavailable`; taking that for "not confirmed" would
+    refund the charge of a confirmed hold. It must be a 503 the caller retries."""
+    shards, gateway = CoreShards(), SimulatedGateway(tmp_path)
+    held = hold(shards, "ana", "A-1-1")
+    run(service(shards, gateway).checkout(request(held, "ana")))
+
+    async def unanswered(shard_id: int, query: Any) -> Any:
+        return Unavailable("the hold could not be read from Postgres")
+
+    shards.read = unanswered  # type: ignore[method-assign]
+    with pytest.raises(ApiError) as refused:
+        run(service(shards, gateway).settled_order(0, held.hold_id, "ana"))
+    assert (refused.value.status, refused.value.code) == (503, "SHARD_UNAVAILABLE")
