@@ -26,7 +26,7 @@ from router.auth import VALIDATORS, Principal, authorize
 from router.deps import call_shard, client_of, parse_body, settings_of
 from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
-from router.schemas import Strict
+from router.schemas import Strict, time_range_error
 from router.ticketcodes import CODE_CHARS_MAX, TicketCodeInvalid
 from router.views import expect, iso, rejection_error, ticket_body
 
@@ -136,9 +136,12 @@ def _cursor(text: str | None) -> tuple[datetime, UUID] | None:
         return None
     try:
         moment, _, ticket_id = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode().partition("|")
-        return datetime.fromisoformat(moment), UUID(ticket_id)
+        after = datetime.fromisoformat(moment), UUID(ticket_id)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(422, "VALIDATION_ERROR", "malformed cursor") from None
+    if time_range_error(after[0]) is not None:  # year 1 or 9999 overflowed on the way to Postgres (500)
+        raise ApiError(422, "VALIDATION_ERROR", "malformed cursor")
+    return after
 
 
 @router.get("/v1/events/{event_id}/revocations", summary="Void tickets since a cursor (for offline scanners)",

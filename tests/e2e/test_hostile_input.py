@@ -9,6 +9,7 @@ or the writer cannot represent (years near 1 or 9999), and unbounded numbers.
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -148,6 +149,16 @@ def test_extreme_times_in_listing_bounds_are_refused(http: httpx.Client, paramet
 def test_cursors_with_extreme_times_are_refused(http: httpx.Client, moment: datetime) -> None:
     """A cursor is client input too: a well-formed one carrying a time outside 1900-2999 is refused."""
     refused(http.get("/v1/events", params={"cursor": encode_cursor(moment, uuid.uuid4())}), "cursor")
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_revocation_cursors_with_extreme_times_are_refused(http: httpx.Client, cluster: RunningCluster,
+                                                           event: dict[str, Any], moment: str) -> None:
+    """The revocations cursor carries an ISO time; these once overflowed on the way to Postgres (500)."""
+    cursor = base64.urlsafe_b64encode(f"{moment}|{uuid.uuid4()}".encode()).rstrip(b"=").decode()
+    response = http.get(f"/v1/events/{event['id']}/revocations", params={"cursor": cursor},
+                        headers=cluster.headers("hostile-admin", "admin"))
+    refused(response, "cursor")
 
 
 HUGE = 10**30

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -81,6 +82,7 @@ def test_operation_never_fails_and_conforms(schema: Any, cluster: RunningCluster
         known = {name: real_ids[name] for name in names}
         strategies += [operation.as_strategy(mode, path_parameters=known) for mode in schemathesis.GenerationMode]
     started = time.monotonic()
+    statuses: Counter[int] = Counter()
 
     @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck),
               phases=[Phase.generate, Phase.shrink], print_blob=True)
@@ -88,7 +90,9 @@ def test_operation_never_fails_and_conforms(schema: Any, cluster: RunningCluster
     def fuzz(case: Any) -> None:
         response = case.call(base_url=cluster.base_url, headers=_headers(cluster, role, method),
                              timeout=CALL_TIMEOUT_S)
+        statuses[response.status_code] += 1
         case.validate_response(response, checks=CHECKS)
 
     fuzz()
-    print(f"{method} {path} as {role}: {FUZZ_EXAMPLES} examples in {time.monotonic() - started:.1f} s")
+    print(f"{method} {path} as {role}: {sum(statuses.values())} calls in {time.monotonic() - started:.1f} s,"
+          f" statuses {dict(sorted(statuses.items()))}")
