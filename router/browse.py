@@ -24,6 +24,7 @@ import asyncpg
 import orjson
 from fastapi import APIRouter, Query, Request
 from prometheus_client import Counter, Histogram
+from pydantic import StringConstraints
 
 from actors.events import document_from_rows
 from router.deps import settings_of
@@ -31,7 +32,7 @@ from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
 from router.metrics import LATENCY_BUCKETS_S
 from router.runtime import Runtime
-from router.schemas import ApiTime, Line, time_range_error
+from router.schemas import LINE, ApiTime, time_range_error
 from router.views import unavailable_error
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,8 @@ EVENTS_PAGE_DEFAULT = 20
 EVENTS_QUERY_CHARS_MAX = 100
 EVENTS_FILTER_CHARS_MAX = 100
 CURSOR_CHARS_MAX = 64
-QueryText = Line(EVENTS_QUERY_CHARS_MAX, min_chars=1)
-FilterText = Line(EVENTS_FILTER_CHARS_MAX, min_chars=1)
+QueryText = Annotated[str, StringConstraints(min_length=1, max_length=EVENTS_QUERY_CHARS_MAX), *LINE]
+FilterText = Annotated[str, StringConstraints(min_length=1, max_length=EVENTS_FILTER_CHARS_MAX), *LINE]
 
 LIST_LATENCY = Histogram("ticketing_events_list_duration_seconds", "GET /v1/events scatter-gather latency.",
                          ["result"], buckets=LATENCY_BUCKETS_S)

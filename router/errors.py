@@ -53,7 +53,7 @@ PROBLEM: dict[str, Any] = {"description": "A problem document (RFC 9457) with a 
 UNAVAILABLE_DETAIL = "the shard could not complete this request; nothing was changed, retry later"
 # Failures of a connection to Postgres or Redis (or of a pool's deadline) under a route that reads
 # them directly: an outage, answered like one (503 + Retry-After), not a bug (500).
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
     asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.OperatorInterventionError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
@@ -137,8 +137,9 @@ class _ProblemBase(BaseModel):
 
 
 # The problem document's schema for OpenAPI (application/problem+json), `code` being one of TITLES.
+ProblemCode: Any = Literal.__getitem__(tuple(TITLES))
 Problem = create_model("Problem", __base__=_ProblemBase,
-                       code=(Literal[tuple(TITLES)], Field(description="Stable machine code; see router/errors.py")))
+                       code=(ProblemCode, Field(description="Stable machine code; see router/errors.py")))
 
 
 def problem_body(status: int, code: str, detail: str = "", **extra: Any) -> dict[str, Any]:

@@ -117,7 +117,7 @@ def build(app: FastAPI) -> dict[str, Any]:
     document["components"]["securitySchemes"] = {BEARER: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
     _add_model(schemas, Problem)
     endpoints = {(method, route.path): route.endpoint for route in app.routes if isinstance(route, APIRoute)
-                 for method in route.methods}
+                 for method in route.methods or ()}
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             contract = CONTRACTS.get((method.upper(), path))

@@ -94,16 +94,8 @@ class _Documented:
         return schema
 
 
-def Line(max_chars: int, min_chars: int = 0) -> Any:  # a type factory, named like the types it makes
-    """One line of storable text of at most `max_chars` characters."""
-    return Annotated[str, StringConstraints(min_length=min_chars, max_length=max_chars),
-                     AfterValidator(storable_line), _Documented(pattern=LINE_PATTERN)]
-
-
-def Text(max_chars: int) -> Any:  # a type factory, named like the types it makes
-    """Storable text of at most `max_chars` characters; tabs and line breaks allowed."""
-    return Annotated[str, StringConstraints(max_length=max_chars), AfterValidator(storable_text),
-                     _Documented(pattern=TEXT_PATTERN)]
+LINE = (AfterValidator(storable_line), _Documented(pattern=LINE_PATTERN))
+TEXT = (AfterValidator(storable_text), _Documented(pattern=TEXT_PATTERN))
 
 
 # Times ------------------------------------------------------------------------------------------
@@ -176,8 +168,12 @@ PRESALE_CODE_CHARS_MAX = 64
 HOLD_SEATS_LIMIT = 1000
 HOLD_QUANTITY_LIMIT = 100_000
 
-ShortText = Line(NAME_CHARS_MAX)
-PresaleCode = Line(PRESALE_CODE_CHARS_MAX, min_chars=1)
+# One line of storable text each (LINE); the description may span lines (TEXT).
+ShortText = Annotated[str, StringConstraints(max_length=NAME_CHARS_MAX), *LINE]
+Title = Annotated[str, StringConstraints(min_length=1, max_length=TITLE_CHARS_MAX), *LINE]
+PresaleCode = Annotated[str, StringConstraints(min_length=1, max_length=PRESALE_CODE_CHARS_MAX), *LINE]
+CountryCode = Annotated[str, StringConstraints(max_length=2), *LINE]
+Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_CHARS_MAX), *TEXT]
 
 
 def _field_is_storable(value: Any) -> Any:
@@ -209,7 +205,7 @@ class Strict(BaseModel):
 class Venue(Strict):
     name: ShortText
     city: ShortText = ""
-    country: Line(2) = ""  # type: ignore[valid-type]
+    country: CountryCode = ""
 
 
 class Queue(Strict):
@@ -219,10 +215,10 @@ class Queue(Strict):
 
 
 class SaleWindow(Strict):
-    name: ShortText = ""  # type: ignore[valid-type]
+    name: ShortText = ""
     starts_at: ApiTime
     ends_at: ApiTime | None = None
-    code: PresaleCode | None = None  # type: ignore[valid-type]
+    code: PresaleCode | None = None
 
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)  # RFC 3339 strings → datetime
 
@@ -240,7 +236,7 @@ class Row(Strict):
 
 class GaSection(Strict):
     id: Identifier
-    name: ShortText  # type: ignore[valid-type]
+    name: ShortText
     kind: Literal["ga"]
     capacity: int = Field(ge=1, le=CAPACITY_MAX)
     price_cents: int = Field(ge=0, le=PRICE_CENTS_MAX)
@@ -248,7 +244,7 @@ class GaSection(Strict):
 
 class SeatedSection(Strict):
     id: Identifier
-    name: ShortText  # type: ignore[valid-type]
+    name: ShortText
     kind: Literal["seated"]
     price_cents: int = Field(ge=0, le=PRICE_CENTS_MAX)
     rows: list[Row] = Field(min_length=1, max_length=ROWS_MAX)
@@ -269,9 +265,9 @@ Section = Annotated[GaSection | SeatedSection, Field(discriminator="kind")]
 class EventCreate(Strict):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
-    title: Line(TITLE_CHARS_MAX, min_chars=1)  # type: ignore[valid-type]
-    category: ShortText = ""  # type: ignore[valid-type]
-    description: Text(DESCRIPTION_CHARS_MAX) = ""  # type: ignore[valid-type]
+    title: Title
+    category: ShortText = ""
+    description: Description = ""
     venue: Venue
     starts_at: ApiTime
     ends_at: ApiTime | None = None
@@ -320,7 +316,7 @@ class HoldCreate(Strict):
     quantity: int | None = Field(None, ge=1, le=HOLD_QUANTITY_LIMIT)
     best_available: bool = False
     adjacent: bool = False
-    presale_code: PresaleCode | None = None  # type: ignore[valid-type]
+    presale_code: PresaleCode | None = None
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
