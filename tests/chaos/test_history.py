@@ -194,6 +194,7 @@ def run_and_check(cluster: RunningCluster, http: httpx.Client,
         return await check(cluster, history, events), struck
 
     report, struck = asyncio.run(main())
+    print(f"fault struck {struck} times\n{report.describe()}")  # the figures, in the test's captured output
     return history, report, struck, events
 
 
