@@ -134,9 +134,12 @@ class DurableLookup:
             if row["replaces"] is not None:
                 continue
             total_cents += _section_of(layout, row).price_cents
-            while row["ticket_id"] in successor:  # follow the ticket through its transfers
+            shown = row
+            while row["ticket_id"] in successor:  # as TicketBook.buyer_tickets: the buyer's newest
                 row = successor[row["ticket_id"]]
-            current.append(_ticket_view(layout, row))
+                if row["user_id"] == shown["user_id"]:
+                    shown = row
+            current.append(_ticket_view(layout, shown))
         return OrderView(order_id, order["event_id"], OrderStatus(order["status"]), total_cents, currency,
                          tuple(current))
 

@@ -284,7 +284,7 @@ class EventInventory:
 
     def order_view(self, order: int) -> OrderView:
         book = self.tickets
-        tickets = tuple(self.ticket_view(serial) for serial in book.current_tickets(order))
+        tickets = tuple(self.ticket_view(serial) for serial in book.buyer_tickets(order))
         first = book.order_first[order]
         total_cents = sum(
             self.ticket_section(serial).price_cents for serial in range(first, first + book.order_count[order])

@@ -133,6 +133,22 @@ class TicketBook:
             current.append(serial)
         return current
 
+    def buyer_tickets(self, order: int) -> list[int]:
+        """The order's tickets as its buyer may see them: each original followed through its
+        transfers only to the newest ticket its buyer holds or last held. A ticket transferred away
+        shows as the buyer's own, now ``transferred``, never as the recipient's (whose code would
+        get the buyer into the venue in the recipient's place); one transferred back shows anew."""
+        first = self.order_first[order]
+        shown = []
+        for serial in range(first, first + self.order_count[order]):
+            buyer, latest = self.owner[serial], serial
+            while serial in self.successor:
+                serial = self.successor[serial]
+                if self.owner[serial] == buyer:
+                    latest = serial
+            shown.append(latest)
+        return shown
+
     def owned_by(self, owner: int) -> list[int]:
         """Serials of every ticket ``owner`` ever held, any status (a C-speed scan of one column)."""
         data = self.owner.tobytes()

@@ -79,7 +79,7 @@ def test_a_transferred_ticket_survives_the_senders_refund() -> None:
     refunded = shard.apply(RefundOrder("ana", order.order_id), 4.0).result
     assert isinstance(refunded, OrderView) and refunded.status == "refunded"
     statuses = {ticket.ticket_id: ticket.status for ticket in refunded.tickets}
-    assert statuses == {order.tickets[0].ticket_id: "refunded", bens.ticket_id: "valid"}
+    assert statuses == {order.tickets[0].ticket_id: "refunded", order.tickets[1].ticket_id: "transferred"}
     assert seat_map(shard) == ".s...."
     assert isinstance(shard.apply(CheckIn(bens.ticket_id, "north"), 5.0).result, TicketView)
 
@@ -115,6 +115,24 @@ def test_a_checked_in_recipient_ticket_does_not_block_the_buyers_refund() -> Non
     assert isinstance(shard.apply(CheckIn(bens.ticket_id, "north"), 4.0).result, TicketView)
     refunded = shard.apply(RefundOrder("ana", order.order_id), 5.0).result
     assert isinstance(refunded, OrderView)
-    assert sorted(t.status for t in refunded.tickets) == ["checked_in", "refunded"]
+    assert sorted(t.status for t in refunded.tickets) == ["refunded", "transferred"]
     shard.apply(CheckIn(order.tickets[1].ticket_id, "north"), 6.0)  # void: refunded
     assert seat_map(shard) == "s....."
+
+
+def test_the_buyers_order_never_shows_the_recipients_ticket() -> None:
+    """Order views once followed a ticket through its transfers, so GET /v1/orders/{id} showed the
+    buyer the recipient's new ticket — with its signed code, good for the gate in the
+    recipient's place. The buyer sees their own ticket, `transferred`; the recipient's is theirs
+    alone; a ticket given back shows anew."""
+    shard = inventory()
+    order = buy(shard, "ana", "A-1-1", "A-1-2")
+    bens = transfer(shard, "ana", order.tickets[1], "ben")
+    seen = shard.order(order.order_id, "ana")
+    assert seen is not None
+    assert [(t.ticket_id, t.status) for t in seen.tickets] == [
+        (order.tickets[0].ticket_id, "valid"), (order.tickets[1].ticket_id, "transferred")]
+    assert bens.ticket_id not in {t.ticket_id for t in seen.tickets}
+    back = transfer(shard, "ben", bens, "ana")
+    seen = shard.order(order.order_id, "ana")
+    assert seen is not None and [t.ticket_id for t in seen.tickets] == [order.tickets[0].ticket_id, back.ticket_id]
