@@ -142,9 +142,9 @@ class Settings(BaseSettings):
             problems.append("batch_size_max must fit in shard_queue_depth_max")
         if self.actor_call_timeout_s >= self.request_deadline_s:
             problems.append("actor_call_timeout_s must be shorter than request_deadline_s")
-        problems += self._durable_lookup_problems()
         if self.db_call_timeout_s >= self.actor_call_timeout_s:
             problems.append("db_call_timeout_s must be shorter than actor_call_timeout_s")
+        problems += self._durable_lookup_problems()
         if self.min_hold_seconds > self.max_hold_seconds:
             problems.append("min_hold_seconds must not exceed max_hold_seconds")
         if self.gateway_call_timeout_s + 2 * self.actor_call_timeout_s >= self.checkout_deadline_s:
@@ -159,6 +159,8 @@ class Settings(BaseSettings):
             problems.append(str(error))
         if problems:
             raise ValueError("inconsistent settings: " + "; ".join(problems))
+        return self
+
     def _durable_lookup_problems(self) -> list[str]:
         problems = []
         if self.durable_lookup_timeout_s >= self.actor_call_timeout_s:
@@ -167,8 +169,6 @@ class Settings(BaseSettings):
             # A batch's keys must not push each other out of memory before they are applied.
             problems.append("idempotency_keys_max must be at least twice batch_size_max")
         return problems
-
-        return self
 
     def shard_map(self) -> ShardMap:
         if self.slot_map:
