@@ -27,6 +27,7 @@ from fastapi import Request
 from cluster.secrets import read_jwt_secret
 from cluster.settings import Settings
 from router.errors import ApiError
+from router.schemas import unstorable_character
 
 ROLES = frozenset({"buyer", "organizer", "validator", "admin"})
 SUBJECT_LENGTH_MAX = 255
@@ -131,7 +132,7 @@ class TokenVerifier:
         if expires_at + CLOCK_SKEW_S <= now or issued_at - CLOCK_SKEW_S > now:
             return None
         subject, role = claims.get("sub"), claims.get("role")
-        if not isinstance(subject, str) or not 0 < len(subject) <= SUBJECT_LENGTH_MAX or role not in ROLES:
+        if not _subject_ok(subject) or role not in ROLES:
             return None
         events = parse_events_claim(claims.get("events"))
         if events is None:
@@ -148,8 +149,9 @@ class TokenVerifier:
             raise ApiError(401, "UNAUTHENTICATED", f"invalid token: {error}",
                            headers={"WWW-Authenticate": "Bearer"}) from None
         subject, role = claims.get("sub"), claims.get("role")
-        if not isinstance(subject, str) or not 0 < len(subject) <= SUBJECT_LENGTH_MAX:
-            raise ApiError(401, "UNAUTHENTICATED", "token subject must be a non-empty string")
+        if not _subject_ok(subject):
+            raise ApiError(401, "UNAUTHENTICATED", f"token subject must be 1-{SUBJECT_LENGTH_MAX} characters of "
+                           "one-line text (no control characters, surrogates or non-characters)")
         if role not in ROLES:
             raise ApiError(401, "UNAUTHENTICATED", "token role is not one of " + ", ".join(sorted(ROLES)))
         events = parse_events_claim(claims.get("events"))
@@ -157,6 +159,13 @@ class TokenVerifier:
             raise ApiError(401, "UNAUTHENTICATED",
                            f"token events must be a list of at most {TOKEN_EVENTS_MAX} event ids")
         return Principal(subject, role, events), float(claims["exp"])
+
+
+def _subject_ok(subject: object) -> bool:
+    """The user id every command and row carries: it must be storable (no NUL, no lone surrogate:
+    the core and Postgres cannot take them), whoever signed the token."""
+    return (isinstance(subject, str) and 0 < len(subject) <= SUBJECT_LENGTH_MAX
+            and unstorable_character(subject, single_line=True) is None)
 
 
 def issue_token(secret: str, subject: str, role: str, ttl_s: int, algorithm: str = "HS256",

@@ -256,3 +256,17 @@ def test_token_verifier_rejects_a_scope_on_a_token_it_cannot_verify() -> None:
     with pytest.raises(ApiError) as refused:
         verifier.verify(f"{header}.{forged_claims}.{signature}")
     assert refused.value.status == 401
+
+
+@pytest.mark.parametrize("subject", ["mallory\x00", "\ud800", "two\nlines", "\ufffe"],
+                         ids=["nul", "lone-surrogate", "line-break", "non-character"])
+def test_a_subject_that_cannot_be_stored_is_401_on_both_verification_paths(subject: str) -> None:
+    """The subject becomes the user id of every command and row: a NUL cannot be stored and a lone
+    surrogate made the core raise mid-batch. Refused however the token was signed."""
+    verifier = TokenVerifier(Settings(jwt_secret=SECRET, data_dir=DATA_DIR))
+    token = jwt.encode({"sub": subject, "role": "buyer", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+    assert verifier._decode_hs256(token) is None
+    with pytest.raises(ApiError) as refused:
+        verifier._decode_with_pyjwt(token)
+    assert (refused.value.status, refused.value.code) == (401, "UNAUTHENTICATED")
+    assert verifier._decode_hs256(issue_token(SECRET, "mallory", "buyer", 60)) is not None  # the control
