@@ -18,6 +18,7 @@ import hmac
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 from uuid import UUID
 
 import jwt
@@ -161,7 +162,7 @@ class TokenVerifier:
         return Principal(subject, role, events), float(claims["exp"])
 
 
-def _subject_ok(subject: object) -> bool:
+def _subject_ok(subject: object) -> TypeGuard[str]:
     """The user id every command and row carries: it must be storable (no NUL, no lone surrogate:
     the core and Postgres cannot take them), whoever signed the token."""
     return (isinstance(subject, str) and 0 < len(subject) <= SUBJECT_LENGTH_MAX
