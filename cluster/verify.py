@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from router.ticketcodes import KeyRing, KeyRingError, TicketClaims, TicketCodeInvalid
+from router.tickets import KeyRing, KeyRingError, TicketClaims, TicketCodeInvalid
 
 KEYS_FETCH_TIMEOUT_S = 5.0
 # The keys document lists a few 32-byte keys; anything much larger is not it.

@@ -30,7 +30,7 @@ from router.runtime import Runtime
 from router.seat_stream import lifespan as seat_streams_lifespan
 from router.seat_stream import router as seat_stream_router
 from router.shard_client import ShardClient
-from router.tickets import TicketCodes
+from router.tickets.service import TicketCodes
 
 API_VERSION = "1.0.0"
 

@@ -27,7 +27,7 @@ from router.deps import call_shard, client_of, parse_body, settings_of
 from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
 from router.schemas import Strict, time_range_error
-from router.ticketcodes import CODE_CHARS_MAX, TicketCodeInvalid
+from router.tickets.codes import CODE_CHARS_MAX, TicketCodeInvalid
 from router.views import expect, iso, rejection_error, ticket_body
 
 router = APIRouter(tags=["check-in"])

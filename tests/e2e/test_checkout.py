@@ -21,7 +21,7 @@ import pytest
 from router.checkout import CheckoutRequest, CheckoutService, build_checkout_service
 from router.checkout.gateway import SimulatedGateway
 from router.checkout.keys import charge_key, fail_key, refund_key
-from router.ticketcodes import KeyRing, TicketClaims
+from router.tickets import KeyRing, TicketClaims
 from tests.harness import RunningCluster
 from tests.support import check_database, create_event, event_body, fetch, ga, hold, problem, race, seated, shard_dsn
 

@@ -32,7 +32,7 @@ from router.app import create_app
 from router.auth import TOKEN_EVENTS_MAX, TokenVerifier, issue_token
 from router.errors import ApiError
 from router.queue_tokens import KEY_LABEL, QueueTokens
-from router.ticketcodes import KeyRing, TicketClaims
+from router.tickets import KeyRing, TicketClaims
 
 pytestmark = pytest.mark.unit
 

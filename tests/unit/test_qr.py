@@ -16,8 +16,8 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 from PIL import Image, ImageDraw
 
-from router.qr import QR_BORDER_MODULES, QR_BOX_SIZE_PX, QR_CODE_CHARS_MAX, qr_png, qr_svg
-from router.ticketcodes import PLACE_BYTES_MAX, KeyRing, TicketClaims
+from router.tickets import PLACE_BYTES_MAX, KeyRing, TicketClaims
+from router.tickets.qr import QR_BORDER_MODULES, QR_BOX_SIZE_PX, QR_CODE_CHARS_MAX, qr_png, qr_svg
 
 zxingcpp = pytest.importorskip("zxingcpp")
 

@@ -22,18 +22,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import router.ticketcodes as ticketcodes
+import router.tickets.keyring as keyring
 from cluster.verify import add_verify_parser
-from router.ticketcodes import (
-    PLACE_BYTES_MAX,
-    KeyRing,
-    KeyRingError,
-    TicketClaims,
-    TicketCodeInvalid,
-    b64url_encode,
-    decode_payload,
-    encode_payload,
-)
+from router.tickets import PLACE_BYTES_MAX, KeyRing, KeyRingError, TicketClaims, TicketCodeInvalid
+from router.tickets.codes import b64url_encode, decode_payload, encode_payload
 
 pytestmark = pytest.mark.unit
 
@@ -249,7 +241,7 @@ def test_a_ring_meeting_an_unknown_kid_rereads_the_folder(tmp_path: Path, monkey
     # Negative control: within the reload interval the unknown kid is not looked up on disk.
     with pytest.raises(TicketCodeInvalid, match="unknown key id"):
         stale.verify(new_code)
-    monkeypatch.setattr(ticketcodes, "KEY_RELOAD_INTERVAL_S", 0.0)
+    monkeypatch.setattr(keyring, "KEY_RELOAD_INTERVAL_S", 0.0)
     assert stale.verify(new_code) == SEAT
 
 
@@ -290,16 +282,16 @@ def test_decode_payload_is_the_inverse_of_encode() -> None:
 
 def test_the_loser_of_a_first_use_race_adopts_the_winners_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Deterministic version of the race: another process publishes its key while we create ours."""
-    real_write_new_key = ticketcodes._write_new_key
+    real_write_new_key = keyring._write_new_key
     winners: list[KeyRing] = []
 
     def write_new_key_then_lose(folder: Path) -> str:
         kid = real_write_new_key(folder)
-        monkeypatch.setattr(ticketcodes, "_write_new_key", real_write_new_key)
+        monkeypatch.setattr(keyring, "_write_new_key", real_write_new_key)
         winners.append(KeyRing.load_or_create(tmp_path))  # the other process, finishing first
         return kid
 
-    monkeypatch.setattr(ticketcodes, "_write_new_key", write_new_key_then_lose)
+    monkeypatch.setattr(keyring, "_write_new_key", write_new_key_then_lose)
     loser = KeyRing.load_or_create(tmp_path)
     folder = tmp_path / "secrets" / "ticket_keys"
     assert loser.active_kid == winners[0].active_kid == (folder / "active").read_text()

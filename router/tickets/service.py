@@ -1,4 +1,5 @@
-"""Ticket codes and QR images for the API: signing a ticket view, verifying a scanned code."""
+"""Ticket codes and QR images for the API: signing a ticket view, verifying a scanned code,
+rendering (and caching) its QR image. One `TicketCodes` per router worker (`app.state.ticket_codes`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from actors.inventory.results import TicketView
-from router.qr import qr_png, qr_svg
-from router.ticketcodes import KeyRing, TicketClaims
+from router.tickets.codes import TicketClaims
+from router.tickets.keyring import KeyRing
+from router.tickets.qr import qr_png, qr_svg
 from shards.slots import ID_VERSION
 
 
