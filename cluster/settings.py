@@ -24,6 +24,13 @@ from shards.lookup import (
 from shards.slots import SLOT_COUNT, ShardMap
 
 
+# Ceilings of a hold body (router/schemas.py): an absurd number is a schema error there, never
+# arithmetic on a 100-digit integer. The settings below bound a hold further, and may not exceed
+# them, or the schema would refuse holds the setting allows.
+HOLD_SEATS_CEILING = 1000
+HOLD_QUANTITY_CEILING = 100_000
+
+
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -55,6 +62,13 @@ class Settings(BaseSettings):
     jwt_public_key_file: Path | None = None
     jwt_algorithm: str = "HS256"
     jwt_ttl_s: int = Field(3600, ge=1)
+    # Tolerated clock difference between a token's issuer and the router (exp, iat).
+    jwt_clock_skew_s: int = Field(30, ge=0)
+    # Verified tokens remembered per router worker. A buyer sends the same token with every request
+    # of a session, and verifying it (base64, JSON, HMAC) cost 17% of a hold's router CPU
+    # (measured); a cached token is still checked against its own expiry on every use. When full,
+    # the cache is emptied: tokens are cheap to verify again.
+    token_cache_entries_max: int = Field(100_000, ge=1)
     # HMAC key of waiting-room admission tokens (X-Queue-Token); generated under data_dir when
     # unset. Routers on several hosts that share no data_dir must set the same value.
     queue_token_secret: str = ""
@@ -62,8 +76,8 @@ class Settings(BaseSettings):
     # Holds (API.md: hold_seconds in [min_hold_seconds, 3600]).
     min_hold_seconds: int = Field(60, ge=1)
     max_hold_seconds: int = Field(3600, ge=1)
-    hold_seats_max: int = Field(10, ge=1)
-    hold_quantity_max: int = Field(10, ge=1)
+    hold_seats_max: int = Field(10, ge=1, le=HOLD_SEATS_CEILING)
+    hold_quantity_max: int = Field(10, ge=1, le=HOLD_QUANTITY_CEILING)
     hold_expiry_tick_ms: int = Field(200, ge=10, le=250)
     event_seats_max: int = Field(1_000_000, ge=1)
 
@@ -79,12 +93,34 @@ class Settings(BaseSettings):
     access_log: bool = True
     log_level: str = "INFO"
 
+    # Live seat-map streams (router/seat_stream.py, docs/browse-and-stream.md). One feed per
+    # (worker, event) polls the shard; a change reaches the client at most one interval late.
+    seat_stream_poll_interval_s: float = Field(0.5, gt=0)
+    # A comment line after this long without a write: proxies drop idle connections after 30-60 s.
+    seat_stream_heartbeat_s: float = Field(15.0, gt=0)
+    # Then the server ends the stream and the client reconnects (to a fresh snapshot).
+    seat_stream_lifetime_s: float = Field(1800.0, gt=0)
+    # Streams per router worker, below `router_connections_max` to leave room for requests.
+    seat_streams_per_worker_max: int = Field(1000, ge=1)
+    # The `retry:` hint sent to EventSource clients: how long they wait before reconnecting.
+    seat_stream_reconnect_ms: int = Field(1000, ge=0)
+    # Consecutive failed polls (10 s at the default interval) before the streams of an event end.
+    seat_stream_poll_failures_max: int = Field(20, ge=1)
+
     # Router → actor micro-batching and back-pressure.
     batch_size_max: int = Field(256, ge=1)
     batch_wait_ms_max: float = Field(2.0, ge=0)
     shard_queue_depth_max: int = Field(4096, ge=1)
     actor_call_timeout_s: float = Field(5.0, gt=0)
     retry_after_s: int = Field(1, ge=1)
+    # Calls per (shard, kind) lane in flight at once: enough to hide the Ray round trip, few enough
+    # that batches form. Each actor call costs ~0.1-0.2 ms of router CPU in Ray's client (measured:
+    # 11% of the event loop at 4 in flight, batches of 16); 2 lets batches grow while one call is out.
+    shard_calls_in_flight_max: int = Field(2, ge=1)
+    # Retries of a safe request (a read, a keyed command) after the actor failed; Ray restarts the
+    # actor and recovery takes ~1-2 s. The n-th retry waits the n-th delay (the last one repeats).
+    shard_call_retries_max: int = Field(5, ge=0)
+    shard_retry_backoff_s: Annotated[tuple[float, ...], NoDecode] = (0.05, 0.2, 0.5, 1.0, 2.0)
 
     # Actor → Postgres group commit.
     commit_batch_commands_max: int = Field(2048, ge=1)
@@ -116,6 +152,13 @@ class Settings(BaseSettings):
     # checkout resolver: the charge is looked up by key, then confirmed or refunded.
     payment_timeout_s: float = Field(120.0, gt=0)
     checkout_resolver_interval_s: float = Field(5.0, gt=0)
+    # A resolver pass reads keyset pages of this many rows, at most this many pages per scan; a
+    # scan that has more continues from its cursor at the next pass.
+    checkout_resolver_page_rows_max: int = Field(100, ge=1)
+    checkout_resolver_pass_pages_max: int = Field(10, ge=1)
+    # How many payment timeouts a charge whose outcome was unknown is looked up again before the
+    # resolver concludes it never happened.
+    checkout_resolver_unknown_charge_timeouts: int = Field(10, ge=1)
     me_tickets_page_max: int = Field(100, ge=1)
     revocations_page_max: int = Field(1000, ge=1)
     qr_cache_entries_max: int = Field(1024, ge=0)
@@ -133,6 +176,11 @@ class Settings(BaseSettings):
     def _parse_dsns(cls, value: object) -> object:
         return _split_csv(value)
 
+    @field_validator("shard_retry_backoff_s", mode="before")
+    @classmethod
+    def _parse_backoff(cls, value: object) -> object:
+        return _split_csv(value)
+
     @model_validator(mode="after")
     def _check_relationships(self) -> Self:
         problems: list[str] = []
@@ -145,6 +193,7 @@ class Settings(BaseSettings):
         if self.db_call_timeout_s >= self.actor_call_timeout_s:
             problems.append("db_call_timeout_s must be shorter than actor_call_timeout_s")
         problems += self._durable_lookup_problems()
+        problems += self._router_problems()
         if self.min_hold_seconds > self.max_hold_seconds:
             problems.append("min_hold_seconds must not exceed max_hold_seconds")
         if self.gateway_call_timeout_s + 2 * self.actor_call_timeout_s >= self.checkout_deadline_s:
@@ -168,6 +217,17 @@ class Settings(BaseSettings):
         if self.idempotency_keys_max < 2 * self.batch_size_max:
             # A batch's keys must not push each other out of memory before they are applied.
             problems.append("idempotency_keys_max must be at least twice batch_size_max")
+        return problems
+
+    def _router_problems(self) -> list[str]:
+        problems = []
+        if not self.shard_retry_backoff_s or min(self.shard_retry_backoff_s) < 0:
+            problems.append("shard_retry_backoff_s needs at least one delay, none negative")
+        if self.seat_streams_per_worker_max >= self.router_connections_max:
+            problems.append("seat_streams_per_worker_max must leave room for requests under router_connections_max")
+        if self.seat_stream_poll_interval_s >= self.seat_stream_heartbeat_s:
+            # A stream wakes once per poll interval: it cannot keep a shorter heartbeat.
+            problems.append("seat_stream_poll_interval_s must be shorter than seat_stream_heartbeat_s")
         return problems
 
     def shard_map(self) -> ShardMap:

@@ -31,16 +31,17 @@ from router.errors import ApiError
 from router.schemas import unstorable_character
 
 ROLES = frozenset({"buyer", "organizer", "validator", "admin"})
+# Protocol constants: what a valid token is. They are not settings because every issuer
+# (`ticketing token`, an outside identity provider) and every router must agree on them: a
+# router with its own value would refuse tokens another accepts. The tolerated clock skew and
+# the cache of verified tokens are settings (`jwt_clock_skew_s`, `token_cache_entries_max`).
+# The `sub` claim, the user id every command and row carries: OpenID Connect Core §2 caps a
+# subject at 255 ASCII characters, so no identity provider issues a longer one.
 SUBJECT_LENGTH_MAX = 255
-# Tolerated clock difference between the token issuer and this router.
-CLOCK_SKEW_S = 30
-# Verified tokens remembered per worker. A buyer sends the same token with every request of a
-# session, and verifying it (base64, JSON, HMAC) cost 17% of a hold's router CPU (measured); a
-# cached token is still checked against its own expiry on every use.
-VERIFIED_TOKENS_MAX = 100_000
 # Events one validator token may name: a gate team works a festival, not a catalogue. It also
 # bounds the work of parsing a token.
 TOKEN_EVENTS_MAX = 256
+# The canonical text form of a UUID (8-4-4-4-12 hex digits); longer is not an event id.
 UUID_CHARS_MAX = 36
 CLAIMS = frozenset({"sub", "role", "exp", "iat", "events"})
 
@@ -87,17 +88,21 @@ class TokenVerifier:
         if not self.key:
             raise RuntimeError("no JWT secret: set TICKETING_JWT_SECRET or run `ticketing up` once")
         self._key_bytes = self.key.encode() if isinstance(self.key, str) else self.key
+        # Tolerated clock difference between the token issuer and this router.
+        self.clock_skew_s = settings.jwt_clock_skew_s
+        # Verified tokens remembered (see the setting `token_cache_entries_max` for why).
+        self._verified_max = settings.token_cache_entries_max
         self._verified: dict[str, tuple[Principal, float]] = {}
 
     def verify(self, token: str) -> Principal:
         cached = self._verified.get(token)
         if cached is not None:
             principal, expires_at_s = cached
-            if time.time() < expires_at_s + CLOCK_SKEW_S:
+            if time.time() < expires_at_s + self.clock_skew_s:
                 return principal
             del self._verified[token]
         principal, expires_at_s = self._decode(token)
-        if len(self._verified) >= VERIFIED_TOKENS_MAX:
+        if len(self._verified) >= self._verified_max:
             self._verified.clear()  # simplest bound: tokens are cheap to verify again
         self._verified[token] = (principal, expires_at_s)
         return principal
@@ -130,7 +135,7 @@ class TokenVerifier:
         if not isinstance(expires_at, int | float) or not isinstance(issued_at, int | float):
             return None
         now = time.time()
-        if expires_at + CLOCK_SKEW_S <= now or issued_at - CLOCK_SKEW_S > now:
+        if expires_at + self.clock_skew_s <= now or issued_at - self.clock_skew_s > now:
             return None
         subject, role = claims.get("sub"), claims.get("role")
         if not _subject_ok(subject) or role not in ROLES:
@@ -143,7 +148,7 @@ class TokenVerifier:
     def _decode_with_pyjwt(self, token: str) -> tuple[Principal, float]:
         try:
             claims = jwt.decode(
-                token, self.key, algorithms=[self.algorithm], leeway=CLOCK_SKEW_S,
+                token, self.key, algorithms=[self.algorithm], leeway=self.clock_skew_s,
                 options={"require": ["sub", "exp"]},
             )
         except jwt.PyJWTError as error:

@@ -15,6 +15,8 @@ from router.shard_client import Overloaded, ShardClient, ShardUnavailable
 from router.views import unavailable_error
 from shards.slots import slot_of_id
 
+# A protocol constant: API.md fixes the Idempotency-Key at 1-255 characters, and the keys' column
+# checks the same length (shards/sql/002_inventory.sql), so it is not a setting.
 IDEMPOTENCY_KEY_CHARS_MAX = 255
 # Printable ASCII; no space first or last, which HTTP would strip before we see the key.
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[!-~]([ -~]*[!-~])?$")

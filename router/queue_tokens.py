@@ -22,8 +22,11 @@ from cluster.secrets import ensure_queue_token_secret
 from cluster.settings import Settings
 
 KEY_LABEL = b"ticketing queue token v1"
+# Protocol constants of the token format, not settings: every router must accept the same tokens,
+# and the OpenAPI publishes the header's maximum length (router/openapi.py).
 TOKEN_CHARS_MAX = 512
-# 16 bytes of entropy at least; generated secrets are 32 random bytes, base64url (43 characters).
+# A security floor, not a tunable: 16 bytes of entropy at least; generated secrets are 32 random
+# bytes, base64url (43 characters).
 SECRET_BYTES_MIN = 16
 
 

@@ -8,7 +8,8 @@ charge up by its key and confirms (tickets issued) — or refunds, if the hold c
 confirmed — and fails anything else, putting its inventory back on sale. A charge call that timed
 out may still land at the gateway after that (a provider finishes what it started), so a hold
 failed for want of a charge leaves a `payments` row in status `unknown`; later passes look that
-charge up again and refund it if it appeared, until `UNKNOWN_CHARGE_HORIZON` timeouts have passed.
+charge up again and refund it if it appeared, until `checkout_resolver_unknown_charge_timeouts`
+payment timeouts have passed.
 The resolver also pays refunds recorded as owed (``pending``) until the gateway confirms them.
 
 The steps are the service's own (router/checkout/service.py), with the same per-hold keys as the
@@ -40,12 +41,9 @@ RESOLVED = Counter("ticketing_checkout_resolutions_total", "Pinned holds settled
 UNSETTLED = Counter("ticketing_checkout_unsettled_total",
                     "Items a resolver pass could not settle and left for the next pass, by kind and reason.",
                     ["kind", "reason"])
-ROWS_PER_PAGE_MAX = 100
-# Pages per scan per pass: bounds a pass; a scan that has more continues from its cursor next pass.
-PAGES_PER_PASS_MAX = 10
-# How many payment timeouts a charge whose outcome was unknown is looked up again before the
-# resolver concludes it never happened.
-UNKNOWN_CHARGE_HORIZON = 10
+# A pass's bounds are settings: `checkout_resolver_page_rows_max` rows per page,
+# `checkout_resolver_pass_pages_max` pages per scan per pass (a scan that has more continues from
+# its cursor next pass) and `checkout_resolver_unknown_charge_timeouts`.
 LOCK_KEY = "ticketing:resolver:{shard}"
 Row = TypeVar("Row", PinnedHold, PaymentRow)
 
@@ -89,24 +87,25 @@ class CheckoutResolver:
 
     async def resolve_shard(self, shard_id: int) -> None:
         queries, service, settings = self.service.queries, self.service, self.settings
-        timeout_s = settings.payment_timeout_s
+        timeout_s, rows_max = settings.payment_timeout_s, settings.checkout_resolver_page_rows_max
+        horizon_s = timeout_s * settings.checkout_resolver_unknown_charge_timeouts
         await self._scan(shard_id, "pinned_hold",
-                         lambda after: queries.pinned_holds(shard_id, timeout_s, after, ROWS_PER_PAGE_MAX),
+                         lambda after: queries.pinned_holds(shard_id, timeout_s, after, rows_max),
                          lambda row: service.settle(shard_id, row.hold_id, row.user_id))
         await self._scan(shard_id, "pending_refund",
                          lambda after: queries.pending_refunds(shard_id, settings.checkout_resolver_interval_s,
-                                                               after, ROWS_PER_PAGE_MAX),
+                                                               after, rows_max),
                          lambda row: service.retry_refund(shard_id, row))
         await self._scan(shard_id, "unknown_charge",
-                         lambda after: queries.unknown_charges(shard_id, timeout_s, timeout_s * UNKNOWN_CHARGE_HORIZON,
-                                                               after, ROWS_PER_PAGE_MAX),
+                         lambda after: queries.unknown_charges(shard_id, timeout_s, horizon_s, after, rows_max),
                          lambda row: service.recheck_charge(shard_id, row))
 
     async def _scan(self, shard_id: int, kind: str, page: Callable[[Cursor | None], Awaitable[Sequence[Row]]],
                     settle: Callable[[Row], Awaitable[str]]) -> None:
-        """Settle up to PAGES_PER_PASS_MAX pages of one scan, continuing from where the last pass
-        stopped; each row is settled on its own, so one that fails never holds up the others."""
-        for _ in range(PAGES_PER_PASS_MAX):
+        """Settle up to `checkout_resolver_pass_pages_max` pages of one scan, continuing from where the
+        last pass stopped; each row is settled on its own, so one that fails never holds up the others."""
+        rows_max = self.settings.checkout_resolver_page_rows_max
+        for _ in range(self.settings.checkout_resolver_pass_pages_max):
             after = self._cursors.get((shard_id, kind))
             try:
                 rows = await page(after)
@@ -115,8 +114,8 @@ class CheckoutResolver:
                 return
             for row in rows:
                 await self._settle_one(kind, row, settle)
-            self._cursors[(shard_id, kind)] = rows[-1].cursor if len(rows) == ROWS_PER_PAGE_MAX else None
-            if len(rows) < ROWS_PER_PAGE_MAX:
+            self._cursors[(shard_id, kind)] = rows[-1].cursor if len(rows) == rows_max else None
+            if len(rows) < rows_max:
                 return
 
     async def _settle_one(self, kind: str, row: Any, settle: Callable[[Any], Awaitable[str]]) -> None:

@@ -31,6 +31,8 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
+from cluster.settings import HOLD_QUANTITY_CEILING, HOLD_SEATS_CEILING
+
 # Storable text ----------------------------------------------------------------------------------
 # Characters no text field may hold:
 # - U+0000: Postgres text and jsonb refuse it (the reproducer of issue 10);
@@ -101,7 +103,9 @@ TEXT = (AfterValidator(storable_text), _Documented(pattern=TEXT_PATTERN))
 # Times ------------------------------------------------------------------------------------------
 # API.md: times are RFC 3339 with a UTC offset, years 1900-2999. The bound keeps every time far from
 # the edges of Python's datetime (years 1-9999, where converting to UTC overflows) and of asyncpg's
-# codec, and no sale of this system is that far in the past or future.
+# codec, and no sale of this system is that far in the past or future. Protocol constants (the API
+# contract), not settings; so is the length bound: the longest RFC 3339 time (nanoseconds and an
+# offset) has 35 characters, so 40 refuses only what cannot be a time, before the regex runs.
 TIME_YEAR_MIN = 1900
 TIME_YEAR_MAX = 2999
 TIME_CHARS_MAX = 40
@@ -145,13 +149,18 @@ ApiTime = Annotated[
 # Identifiers and bounds -------------------------------------------------------------------------
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_]+$")]
 RowLabel = Annotated[str, StringConstraints(min_length=1, max_length=8, pattern=r"^[A-Za-z0-9]+$")]
-# `<section>-<row>-<number>` (API.md), so a label is plain ASCII by construction.
+# `<section>-<row>-<number>` (API.md), so a label is plain ASCII by construction. The number's
+# digits are part of that format (a protocol constant), with room above SEATS_PER_ROW_MAX.
 SEAT_NUMBER_DIGITS_MAX = 6
 SeatLabel = Annotated[str, StringConstraints(
     min_length=5, max_length=64,
     pattern=rf"^[A-Za-z0-9_]{{1,32}}-[A-Za-z0-9]{{1,8}}-[0-9]{{1,{SEAT_NUMBER_DIGITS_MAX}}}$")]
 
-# Bounds of an event document (the seat total is bounded by the `event_seats_max` setting).
+# Bounds of an event document: contract limits, not settings. They define which documents are
+# events at all (the OpenAPI publishes them as maxItems/maximum/maxLength), so they must be the
+# same on every router and cannot change under a stored event; what a deployment may want to
+# bound further is a setting (`event_seats_max` bounds the seat total, `hold_seats_max` and
+# `hold_quantity_max` a hold).
 SECTIONS_MAX = 200
 ROWS_MAX = 2000
 SEATS_PER_ROW_MAX = 2000
@@ -163,10 +172,8 @@ TITLE_CHARS_MAX = 200
 NAME_CHARS_MAX = 200
 DESCRIPTION_CHARS_MAX = 5000
 PRESALE_CODE_CHARS_MAX = 64
-# Ceilings of a hold body; the `hold_seats_max` and `hold_quantity_max` settings bound it further.
-# They exist so that an absurd number is a schema error, never arithmetic on a 100-digit integer.
-HOLD_SEATS_LIMIT = 1000
-HOLD_QUANTITY_LIMIT = 100_000
+# The ceilings of a hold body (HOLD_SEATS_CEILING, HOLD_QUANTITY_CEILING) live beside the
+# `hold_seats_max` and `hold_quantity_max` settings they cap (cluster/settings.py).
 
 # One line of storable text each (LINE); the description may span lines (TEXT).
 ShortText = Annotated[str, StringConstraints(max_length=NAME_CHARS_MAX), *LINE]
@@ -311,9 +318,9 @@ class EventPatch(Strict):
 
 class HoldCreate(Strict):
     event_id: UUID
-    seats: list[SeatLabel] | None = Field(None, min_length=1, max_length=HOLD_SEATS_LIMIT)
+    seats: list[SeatLabel] | None = Field(None, min_length=1, max_length=HOLD_SEATS_CEILING)
     section: Identifier | None = None
-    quantity: int | None = Field(None, ge=1, le=HOLD_QUANTITY_LIMIT)
+    quantity: int | None = Field(None, ge=1, le=HOLD_QUANTITY_CEILING)
     best_available: bool = False
     adjacent: bool = False
     presale_code: PresaleCode | None = None

@@ -2,7 +2,7 @@
 
 A router-side change feed until the shard actors publish seat changes on Redis (DESIGN §7): one
 poller per (worker, event) reads the seat map and the availability through the ordinary read lane
-every `STREAM_POLL_INTERVAL_S`, and every stream of that event on this worker diffs the latest
+every `seat_stream_poll_interval_s`, and every stream of that event on this worker diffs the latest
 reading against what it last sent its client. So a thousand viewers of one event cost one pair of
 reads per interval per worker, not a thousand. docs/browse-and-stream.md records the design and
 its limits.
@@ -34,21 +34,7 @@ from router.views import availability_body, expect, seat_map_body, unavailable_e
 
 log = logging.getLogger(__name__)
 
-# Listing bounds. The page maximum is the `events_page_max` setting; these are candidates for
-# settings too (see the report in docs/browse-and-stream.md).
-EVENTS_PAGE_DEFAULT = 20
-EVENTS_QUERY_CHARS_MAX = 100
-EVENTS_FILTER_CHARS_MAX = 100
-CURSOR_CHARS_MAX = 64
-
-# Stream bounds.
-STREAM_POLL_INTERVAL_S = 0.5  # a change reaches the client at most this late (plus a read)
-STREAM_HEARTBEAT_S = 15.0  # proxies drop idle connections after 30-60 s
-STREAM_LIFETIME_S = 30 * 60.0  # then the server closes and the client reconnects (fresh snapshot)
-STREAMS_PER_WORKER_MAX = 1000  # leaves room under uvicorn's `router_connections_max` for requests
-STREAM_RECONNECT_MS = 1000  # the `retry:` hint sent to EventSource clients
-STREAM_FEED_FAILURES_MAX = 20  # consecutive failed polls (10 s) before the streams of an event close
-
+# The stream's bounds are settings (`seat_stream_*`, `seat_streams_per_worker_max`: cluster/settings.py).
 STREAMS_OPEN = Gauge("ticketing_seat_streams_open", "Seat-map streams open.", multiprocess_mode="livesum")
 STREAM_EVENTS = Counter("ticketing_seat_stream_events_total", "Server-sent events written to seat-map streams.",
                         ["kind"])
@@ -131,7 +117,7 @@ class _Feed:
             self.version += 1
             changed, self.changed = self.changed, asyncio.Event()
             changed.set()  # wakes every stream waiting on this version
-            await asyncio.sleep(STREAM_POLL_INTERVAL_S)
+            await asyncio.sleep(self.client.settings.seat_stream_poll_interval_s)
         # Unregister in the same step that saw no subscribers, so a new stream starts a new feed.
         if _FEEDS.get(self.event_id) is self:
             del _FEEDS[self.event_id]
@@ -196,6 +182,7 @@ class _SeatStream:
 
     def __init__(self, request: Request, seats: SeatMapView, availability: AvailabilityView, first_id: int) -> None:
         self.request = request
+        self.settings = settings_of(request)
         self.rows = _rows(seats)
         self.sections = availability.sections
         self.snapshot = {"seats": seat_map_body(seats), "availability": availability_body(availability)}
@@ -221,30 +208,31 @@ class _SeatStream:
         return frames
 
     async def frames(self) -> AsyncIterator[bytes]:
-        yield b"retry: %d\n" % STREAM_RECONNECT_MS + self._frame("snapshot", self.snapshot)
+        settings = self.settings
+        yield b"retry: %d\n" % settings.seat_stream_reconnect_ms + self._frame("snapshot", self.snapshot)
         feed = self.feed = _subscribe(client_of(self.request), self.event_id)
         seen = feed.version
-        closes_at = time.monotonic() + STREAM_LIFETIME_S
-        heartbeat_at = time.monotonic() + STREAM_HEARTBEAT_S
+        closes_at = time.monotonic() + settings.seat_stream_lifetime_s
+        heartbeat_at = time.monotonic() + settings.seat_stream_heartbeat_s
         while self._open(feed, closes_at):
             if await self.request.is_disconnected():
                 return
-            await feed.wait(seen, min(STREAM_POLL_INTERVAL_S, max(closes_at - time.monotonic(), 0.0)))
+            await feed.wait(seen, min(settings.seat_stream_poll_interval_s, max(closes_at - time.monotonic(), 0.0)))
             if feed.version > seen:
                 seen = feed.version
                 frames = self._changes(feed)
                 if frames:
-                    heartbeat_at = time.monotonic() + STREAM_HEARTBEAT_S
+                    heartbeat_at = time.monotonic() + settings.seat_stream_heartbeat_s
                     yield b"".join(frames)
             if time.monotonic() >= heartbeat_at:
-                heartbeat_at = time.monotonic() + STREAM_HEARTBEAT_S
+                heartbeat_at = time.monotonic() + settings.seat_stream_heartbeat_s
                 STREAM_EVENTS.labels("heartbeat").inc()
                 yield b": keep-alive\n\n"
 
-    @staticmethod
-    def _open(feed: _Feed, closes_at: float) -> bool:
+    def _open(self, feed: _Feed, closes_at: float) -> bool:
         """Whether to keep streaming: not shutting down, within the lifetime, the feed alive and answering."""
-        feed_alive = feed.task is not None and not feed.task.done() and feed.failures < STREAM_FEED_FAILURES_MAX
+        feed_alive = (feed.task is not None and not feed.task.done()
+                      and feed.failures < self.settings.seat_stream_poll_failures_max)
         return not _shutting_down and time.monotonic() < closes_at and feed_alive
 
     def close(self) -> None:
@@ -283,10 +271,12 @@ def _first_id(request: Request) -> int:
             responses={200: {"content": {"text/event-stream": {}}}, 404: PROBLEM, 503: PROBLEM})
 async def seat_stream(request: Request, event_id: UUID) -> StreamingResponse:
     global _streams_open
-    retry_after_s = settings_of(request).retry_after_s
-    if _streams_open >= STREAMS_PER_WORKER_MAX:
+    settings = settings_of(request)
+    retry_after_s = settings.retry_after_s
+    if _streams_open >= settings.seat_streams_per_worker_max:
         STREAMS_REJECTED.labels("streams_max").inc()
-        raise unavailable_error(f"this worker serves {STREAMS_PER_WORKER_MAX} streams already", retry_after_s)
+        raise unavailable_error(f"this worker serves {settings.seat_streams_per_worker_max} streams already",
+                                retry_after_s)
     _streams_open += 1
     STREAMS_OPEN.inc()
     try:

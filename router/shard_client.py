@@ -3,8 +3,8 @@
 One `ShardClient` per router process, one lane per (shard, kind) where kind is ``apply``
 (commands, answered after their group commit) or ``read`` (answered from the actor's memory).
 Requests queue in a bounded queue (full → `Overloaded`, a 503 with Retry-After); a batcher task
-sends whatever is queued as *one* actor call, and keeps up to `CALLS_IN_FLIGHT_MAX` calls per lane
-in flight, so under load batches grow by themselves while at low load a request goes out at once.
+sends whatever is queued as *one* actor call, and keeps up to `shard_calls_in_flight_max` calls per
+lane in flight, so under load batches grow by themselves while at low load a request goes out at once.
 Every call has a timeout. When the actor dies, the lane re-resolves the named actor and retries
 only what is safe to repeat: reads, and commands that carry an idempotency key (the actor
 deduplicates them). Anything else fails with `ShardUnavailable`: it may or may not have happened,
@@ -27,13 +27,8 @@ from router.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# Calls per lane in flight at once: enough to hide the Ray round trip, few enough that batches form.
-# Each actor call costs ~0.1-0.2 ms of router CPU in Ray's client (measured: 11% of the event loop
-# at 4 in flight, batches of 16); 2 in flight lets batches grow while one call is out.
-CALLS_IN_FLIGHT_MAX = 2
-# Retries of a safe request after the actor died; Ray restarts the actor and recovery takes ~1-2 s.
-RETRIES_MAX = 5
-RETRY_BACKOFF_S = (0.05, 0.2, 0.5, 1.0, 2.0)
+# The lanes' bounds are settings: queue depth, batch size and wait, calls in flight, retries and
+# their backoff (cluster/settings.py, which records why they are what they are).
 
 BATCH_SIZE = Histogram("ticketing_shard_batch_size", "Requests per actor call.", ["shard", "kind"],
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
@@ -71,7 +66,7 @@ class _Lane:
         self.method = f"{kind}_wire"  # apply_wire / read_wire: the compact encoding of actors.wire
         settings = client.settings
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=settings.shard_queue_depth_max)
-        self.slots = asyncio.Semaphore(CALLS_IN_FLIGHT_MAX)
+        self.slots = asyncio.Semaphore(settings.shard_calls_in_flight_max)
         self.in_flight = 0
         self.labels = (str(shard_id), kind)
         self.depth = QUEUE_DEPTH.labels(*self.labels)
@@ -134,9 +129,10 @@ class _Lane:
 
     def _retry_or_fail(self, batch: list[_Pending], error: Exception) -> None:
         shard = str(self.shard_id)
+        retries_max, backoff_s = self.client.settings.shard_call_retries_max, self.client.settings.shard_retry_backoff_s
         for pending in batch:
-            if pending.retryable and pending.attempts < RETRIES_MAX:
-                delay = RETRY_BACKOFF_S[min(pending.attempts, len(RETRY_BACKOFF_S) - 1)]
+            if pending.retryable and pending.attempts < retries_max:
+                delay = backoff_s[min(pending.attempts, len(backoff_s) - 1)]
                 pending.attempts += 1
                 RETRIES.labels(shard).inc()
                 asyncio.get_running_loop().call_later(delay, self._resubmit, pending)

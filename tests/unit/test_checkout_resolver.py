@@ -19,11 +19,13 @@ from prometheus_client import REGISTRY
 
 from cluster.settings import Settings
 from router.checkout.service import Unsettled
-from router.resolver import PAGES_PER_PASS_MAX, ROWS_PER_PAGE_MAX, CheckoutResolver
+from router.resolver import CheckoutResolver
 from shards.checkout_queries import Cursor, PinnedHold
 
 pytestmark = pytest.mark.unit
 
+ROWS_PER_PAGE_MAX = Settings().checkout_resolver_page_rows_max
+PAGES_PER_PASS_MAX = Settings().checkout_resolver_pass_pages_max
 STUCK = ROWS_PER_PAGE_MAX  # a full page of holds nobody can settle, older than the rest
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
 
