@@ -80,7 +80,7 @@ FROM orders WHERE event_id {{events}} GROUP BY event_id"""
 
 _TICKET_ORDER = "t.order_id, t.issued_at, t.ticket_id"
 # A check-in is stored as a `checkins` row; the writer leaves the ticket row's status at 'valid'.
-# The core's projection of the same change (actors.inventory.replay) makes the ticket checked in,
+# The core's projection of the same change (tests/replay.py) makes the ticket checked in,
 # and so does recovery: a valid ticket with a check-in row is checked in (before this, recovery
 # loaded it as valid, and a restarted actor would have admitted it a second time).
 TICKET_STATUS_SQL = "CASE WHEN t.status = 'valid' AND c.ticket_id IS NOT NULL THEN 'checked_in' ELSE t.status END"

@@ -52,7 +52,6 @@ from actors.inventory.commands import (
     ReleaseHold,
     TransferTicket,
 )
-from actors.inventory.replay import RowsProjection
 from actors.inventory.results import HoldView, OrderView, TransferView
 from actors.inventory.sales import EventStatus
 from actors.inventory.shard import InventoryLimits, ShardInventory
@@ -67,6 +66,7 @@ from shards.writer import (
     Diverged,
     EventRowsCreated,
 )
+from tests.replay import RowsProjection
 
 USERS = ("ana", "ben", "cai", "dee")
 GATES = ("north", "south")

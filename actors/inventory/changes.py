@@ -2,7 +2,7 @@
 
 The shard's writer turns each record into SQL (one record → one statement or one row group) and
 commits a batch of them in one transaction; replaying them in order into empty tables rebuilds
-exactly the rows recovery reads back (``actors.inventory.replay`` is the executable reference).
+exactly the rows recovery reads back (``tests/replay.py`` is the executable reference).
 Records are immutable, hold only plain values (UUIDs, str, int, float, tuples) and never an
 in-memory object, so they can cross a process boundary and be retried safely.
 

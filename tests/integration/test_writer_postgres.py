@@ -22,7 +22,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from actors.inventory.commands import BeginCheckout, ConfirmCheckout, HoldSeats, TransferTicket
-from actors.inventory.replay import RowsProjection
 from actors.inventory.results import OrderView, TransferView
 from actors.restore import result_codec
 from loadtest.isolated import create_database, drop_database
@@ -30,6 +29,7 @@ from shards import writer
 from shards.lease import take_lease
 from shards.writer import connect_writer, plan_batch, write_batch
 from tests.harness import RunningCluster
+from tests.replay import RowsProjection
 from tests.writer_support import (
     Run,
     audit_row,

@@ -29,10 +29,10 @@ from actors.inventory.errors import InvariantViolation
 from actors.inventory.event import EventInventory
 from actors.inventory.layout import GeneralAdmissionSpec, Layout, RowSpec, SeatedSectionSpec
 from actors.inventory.recovery import load_event
-from actors.inventory.replay import RowsProjection
 from actors.inventory.results import HoldView, OrderView, TransferView
 from actors.inventory.sales import EventSettings
 from actors.inventory.shard import ShardInventory
+from tests.replay import RowsProjection
 
 pytestmark = pytest.mark.unit
 

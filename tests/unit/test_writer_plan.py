@@ -30,10 +30,10 @@ from actors.inventory.commands import (
     ReleaseHold,
     TransferTicket,
 )
-from actors.inventory.replay import RowsProjection
 from actors.inventory.results import HoldView, OrderView
 from shards import writer
 from shards.writer import Diverged, plan_batch
+from tests.replay import RowsProjection
 from tests.writer_support import (
     BASE_S,
     HOLD_SECONDS,

@@ -4,6 +4,9 @@
 produce the rows recovery loads. The unit tests build state by commands, replay every change
 here, reload the event from the projected rows and compare: if a change record were missing or
 wrong, the reloaded event would differ. The shards' Postgres writer must give the same rows.
+
+It lives with the tests, not in the core: it is a test's reference, so it is neither shipped nor
+compiled with the core.
 """
 
 from __future__ import annotations
