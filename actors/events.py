@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from actors.inventory import (
@@ -17,6 +18,9 @@ from actors.inventory import (
 )
 from actors.inventory.layout import SectionSpec
 
+if TYPE_CHECKING:
+    from actors.catalog import EventBody, SectionBody
+
 
 def parse_time(text: str | None) -> float | None:
     if text is None:
@@ -24,7 +28,7 @@ def parse_time(text: str | None) -> float | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def layout_of(document: dict[str, Any]) -> Layout:
+def layout_of(document: Mapping[str, Any]) -> Layout:
     specs: list[SectionSpec] = []
     for section in document["sections"]:
         if section["kind"] == "ga":
@@ -44,7 +48,7 @@ def windows_of(windows: list[dict[str, Any]] | None) -> tuple[SaleWindow, ...]:
     )
 
 
-def settings_of(document: dict[str, Any]) -> EventSettings:
+def settings_of(document: Mapping[str, Any]) -> EventSettings:
     return EventSettings(
         currency=document["currency"],
         hold_seconds=document["hold_seconds"],
@@ -54,7 +58,7 @@ def settings_of(document: dict[str, Any]) -> EventSettings:
     )
 
 
-def event_row(event_id: UUID, slot: int, organizer_id: str, document: dict[str, Any], seat_count: int,
+def event_row(event_id: UUID, slot: int, organizer_id: str, document: Mapping[str, Any], seat_count: int,
               created_at: datetime) -> dict[str, Any]:
     return {
         "event_id": event_id, "slot": slot, "organizer_id": organizer_id, "title": document["title"],
@@ -67,7 +71,7 @@ def event_row(event_id: UUID, slot: int, organizer_id: str, document: dict[str, 
     }
 
 
-def section_rows(event_id: UUID, document: dict[str, Any], layout: Layout) -> list[dict[str, Any]]:
+def section_rows(event_id: UUID, document: Mapping[str, Any], layout: Layout) -> list[dict[str, Any]]:
     rows = []
     for position, (section, compiled) in enumerate(zip(document["sections"], layout.sections, strict=True)):
         blocked = [seat_no for seat_no in layout.blocked_seat_nos
@@ -82,18 +86,18 @@ def section_rows(event_id: UUID, document: dict[str, Any], layout: Layout) -> li
 
 
 def document_from_rows(event: dict[str, Any], sections: list[dict[str, Any]], layout: Layout | None
-                       ) -> dict[str, Any]:
+                       ) -> EventBody:
     """Rebuild the API document from database rows (recovery)."""
-    document = {
+    document: EventBody = {
         "id": str(event["event_id"]), "title": event["title"], "category": event["category"],
-        "description": event["description"], "venue": event["venue"], "starts_at": _iso(event["starts_at"]),
+        "description": event["description"], "venue": event["venue"], "starts_at": _iso(event["starts_at"]) or "",
         "ends_at": _iso(event["ends_at"]), "currency": event["currency"].strip(),
         "hold_seconds": event["hold_seconds"], "per_person_limit": event["per_person_limit"],
         "queue": event["queue"], "sale_windows": event["sale_windows"], "status": event["status"],
-        "organizer_id": event["organizer_id"], "created_at": _iso(event["created_at"]), "sections": [],
+        "organizer_id": event["organizer_id"], "created_at": _iso(event["created_at"]) or "", "sections": [],
     }
     for row in sections:
-        section: dict[str, Any] = {"id": row["section_id"], "name": row["name"], "kind": row["kind"],
+        section: SectionBody = {"id": row["section_id"], "name": row["name"], "kind": row["kind"],
                                    "capacity": row["capacity"], "price_cents": row["price_cents"]}
         if row["kind"] == "seated":
             section["rows"] = row["rows"]

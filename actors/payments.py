@@ -21,7 +21,7 @@ from actors.protocol import Ack, CompleteCheckout, PaymentRecord, RecordPayment,
 from shards.writer import PaymentRecorded, TicketHoldersRecorded
 
 if TYPE_CHECKING:
-    from actors.shard import EventShard
+    from actors.inventory import ShardInventory
 
 
 def refunded_cents(order: OrderView) -> int:
@@ -37,13 +37,13 @@ def payment_change(payment: PaymentRecord, order_id: Any, now_s: float) -> Payme
                            payment.amount_cents, payment.currency, payment.status, now_s)
 
 
-def checkout_outcome(shard: EventShard, request: CompleteCheckout | RefundPaidOrder | RecordPayment, now_s: float
-                     ) -> Outcome | ShellOutcome:
+def checkout_outcome(inventory: ShardInventory, request: CompleteCheckout | RefundPaidOrder | RecordPayment,
+                     now_s: float) -> Outcome | ShellOutcome:
     if isinstance(request, RecordPayment):
         return ShellOutcome(Ack(), (payment_change(request.payment, request.payment.order_id, now_s),))
     if isinstance(request, RefundPaidOrder):
-        return _refund_outcome(shard, request, now_s)
-    outcome = shard.inventory.apply(request.confirm, now_s)
+        return _refund_outcome(inventory, request, now_s)
+    outcome = inventory.apply(request.confirm, now_s)
     if outcome.replayed or not isinstance(outcome.result, OrderView):
         return outcome  # already recorded with the first confirmation, or refused (the caller refunds)
     order = outcome.result
@@ -57,8 +57,8 @@ def checkout_outcome(shard: EventShard, request: CompleteCheckout | RefundPaidOr
     return ShellOutcome(order, tuple(changes), outcome.replayed)
 
 
-def _refund_outcome(shard: EventShard, request: RefundPaidOrder, now_s: float) -> Outcome | ShellOutcome:
-    outcome = shard.inventory.apply(request.refund, now_s)
+def _refund_outcome(inventory: ShardInventory, request: RefundPaidOrder, now_s: float) -> Outcome | ShellOutcome:
+    outcome = inventory.apply(request.refund, now_s)
     if outcome.replayed or not isinstance(outcome.result, OrderView) or request.payment is None:
         return outcome
     amount_cents = refunded_cents(outcome.result)

@@ -1,8 +1,8 @@
 """What the router sends a shard actor and what comes back, besides the core's own commands.
 
-Mutations go through ``EventShard.apply`` (answered after their group commit): the core's
+Mutations go through ``ShardActor.apply`` (answered after their group commit): the core's
 commands (`actors.inventory.commands`) plus the shell-level `CreateEvent` and `UpdateEvent`.
-Reads go through ``EventShard.read`` (answered from memory, or from Postgres for history that
+Reads go through ``ShardActor.read`` (answered from memory, or from Postgres for history that
 memory no longer keeps). Replies are the core's typed results, `Unavailable` when the shard could
 not commit, `Refused` when poison isolation left the command out, or None for "not found". All
 are plain picklable values.
@@ -10,6 +10,7 @@ are plain picklable values.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -107,9 +108,9 @@ class Refused(NamedTuple):
 
 
 class EventDocument(NamedTuple):
-    """An event as the API shows it."""
+    """An event as the API shows it (an `actors.catalog.EventBody`)."""
 
-    document: dict[str, Any]
+    document: Mapping[str, Any]
 
 
 class SeatMapView(NamedTuple):

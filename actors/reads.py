@@ -33,45 +33,51 @@ from actors.protocol import (
 )
 
 if TYPE_CHECKING:
-    from actors.shard import EventShard
+    from actors.catalog import ShardState
+    from actors.metrics import ShardMetrics
+    from shards.lookup import DurableLookup
 
 
-async def answer_query(shard: EventShard, query: Any) -> Any:
-    inventory = shard.inventory
+async def answer_query(state: ShardState, lookup: DurableLookup | None, metrics: ShardMetrics, query: Any) -> Any:
+    """The answer to one query; `lookup` None (a negative control's store) trusts memory alone."""
+    if state.is_quarantined(getattr(query, "event_id", None)):
+        return Unavailable("this event's stored rows are inconsistent: it is not served")
+    inventory, catalog = state.inventory, state.catalog
     kind = type(query)
     if kind is GetAvailability:
         sections = inventory.availability(query.event_id)
-        document = shard.documents.get(query.event_id)
+        document = catalog.get(query.event_id)
         return None if sections is None or document is None else AvailabilityView(
             query.event_id, document["currency"], sections)
     if kind is GetSeatMap:
-        return _seat_map(shard, query)
+        return _seat_map(state, query)
     if kind is GetEvent:
-        document = shard.documents.get(query.event_id)
+        document = catalog.get(query.event_id)
         return None if document is None else EventDocument(document)
     if kind is GetHold:
         hold = inventory.hold(query.hold_id, query.user_id)
-        return hold if hold is not None else await _durable(shard, "hold", query.hold_id, query.user_id)
+        return hold if hold is not None else await _durable(lookup, metrics, "hold", query.hold_id, query.user_id)
     if kind is GetOrder:
         order = inventory.order(query.order_id, query.user_id)
-        return order if order is not None else await _durable(shard, "order", query.order_id, query.user_id)
+        return order if order is not None else await _durable(lookup, metrics, "order", query.order_id,
+                                                              query.user_id)
     if kind is GetTicket:
         ticket = inventory.ticket(query.ticket_id, query.user_id)
-        return ticket if ticket is not None else await _durable(shard, "ticket", query.ticket_id, query.user_id)
+        return ticket if ticket is not None else await _durable(lookup, metrics, "ticket", query.ticket_id,
+                                                                query.user_id)
     if kind is GetUserTickets:
-        event_ids = [query.event_id] if query.event_id is not None else list(shard.documents)
+        event_ids = [query.event_id] if query.event_id is not None else list(catalog)
         return tuple(ticket for event_id in event_ids for ticket in inventory.user_tickets(event_id, query.user_id))
     raise TypeError(f"unknown query {kind.__name__}")
 
 
-async def _durable(shard: EventShard, kind: str, entity_id: UUID, user_id: str | None) -> Any:
-    """Memory does not know `entity_id`: ask Postgres (None when switched off for a negative control)."""
+async def _durable(lookup: DurableLookup | None, metrics: ShardMetrics, kind: str, entity_id: UUID,
+                   user_id: str | None) -> Any:
+    """Memory does not know `entity_id`: ask Postgres."""
     from shards.lookup import LookupFailed
 
-    lookup = shard.durable_lookup()
     if lookup is None:
         return None
-    metrics = shard.metrics
     try:
         view = await getattr(lookup, kind)(entity_id, user_id)
     except LookupFailed as error:
@@ -81,14 +87,12 @@ async def _durable(shard: EventShard, kind: str, entity_id: UUID, user_id: str |
     return view
 
 
-def _seat_map(shard: EventShard, query: GetSeatMap) -> SeatMapView | None:
-    document = shard.documents.get(query.event_id)
-    if document is None:
+def _seat_map(state: ShardState, query: GetSeatMap) -> SeatMapView | None:
+    wanted = state.catalog.seated_sections(query.event_id, query.section_id)
+    if wanted is None:
         return None
-    wanted = [section["id"] for section in document["sections"] if section["kind"] == "seated"
-              and (query.section_id is None or section["id"] == query.section_id)]
     sections = []
     for section_id in wanted:
-        rows = shard.inventory.seat_map(query.event_id, section_id) or ()
+        rows = state.inventory.seat_map(query.event_id, section_id) or ()
         sections.append((section_id, tuple((row.label, row.seats) for row in rows)))
     return SeatMapView(tuple(sections))

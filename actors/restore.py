@@ -1,87 +1,55 @@
-"""Recovery: take the lease, load the shard's rows, rebuild the core, check it, then serve."""
+"""Recovery: take the lease, load the shard's rows (through its `ShardStore`), rebuild the core,
+check it, then serve; and, before a batch, the idempotency keys memory may lack."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from actors.catalog import Catalog, EventBody, ShardState
 from actors.events import document_from_rows, layout_of, settings_of
 from actors.inventory import InventoryLimits, ShardInventory, invariant
-from actors.inventory.changes import IdempotencyRecorded
 from actors.inventory.commands import USER_COMMAND_TYPES
 from actors.inventory.idempotency import IdempotencyCache
 from actors.inventory.recovery import load_event_columns
-from actors.inventory.results import (
-    EventStatusView,
-    HoldItem,
-    HoldView,
-    OrderView,
-    Rejection,
-    TicketView,
-    TransferView,
-)
 from actors.protocol import core_command
-from shards.codec import ResultCodec
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from actors.shard import ShardConfig
     from shards.lookup import DurableLookup
+    from shards.store import ShardStore
 
 
-def result_codec() -> ResultCodec:
-    return ResultCodec(HoldView, HoldItem, OrderView, TicketView, TransferView, EventStatusView, Rejection)
-
-
-@dataclass
-class Restored:
-    inventory: ShardInventory
-    documents: dict[UUID, dict[str, Any]]
-    epoch: int
-    # Events whose rows did not rebuild into a consistent state (an invariant broke, or the rows
-    # could not be read): id → what was wrong. The shard serves its other events and answers
-    # every call on these as unavailable until an operator repairs the rows and it recovers again.
-    quarantined: dict[UUID, str] = field(default_factory=dict)
-
-
-async def restore_shard(pool: Any, config: ShardConfig, limits: InventoryLimits, holder: str,
-                        timeout_s: float) -> Restored:
-    import asyncio
-
-    from shards.lease import take_lease
-    from shards.loader import load_events, load_idempotency
-
-    async def idempotency_keys() -> list[Any]:
-        async with pool.acquire(timeout=timeout_s) as connection:
-            return await load_idempotency(connection, limits.idempotency_keys_max, timeout_s=timeout_s)
-
-    # The lease first: only once it is taken can no older epoch commit, so the loads below (each
-    # on its own connection, see shards.loader) see rows that cannot change any more.
-    async with pool.acquire(timeout=timeout_s) as connection:
-        epoch = await take_lease(connection, config.shard_id, holder)
-    rows, keys = await asyncio.gather(load_events(pool, list(config.slots), timeout_s=timeout_s), idempotency_keys())
+async def restore_shard(store: ShardStore, shard_id: int, slots: list[int], limits: InventoryLimits,
+                        holder: str) -> ShardState:
+    """The shard's state rebuilt from its rows. An event whose rows do not rebuild into a
+    consistent state (an invariant broke, or the rows could not be read) is left out and listed in
+    `quarantined` with what was wrong: the shard serves its other events and answers every call on
+    it as unavailable until an operator repairs the rows and it recovers again."""
+    # The lease first: only once it is taken can no older epoch commit, so what `load` reads
+    # cannot change any more.
+    epoch = await store.take_lease(holder)
+    loaded = await store.load(slots, limits.idempotency_keys_max)
     inventory = ShardInventory(limits)
-    documents = {}
+    documents: dict[UUID, EventBody] = {}
     quarantined: dict[UUID, str] = {}
-    for event_id, event_rows in rows.items():
+    for event_id, event_rows in loaded.events.items():
         try:
             documents[event_id] = adopt(inventory, event_id, event_rows)
         except Exception as error:  # one event's bad rows must not keep the shard's others down
             inventory.forget_event(event_id)
             quarantined[event_id] = f"{type(error).__name__}: {error}"
-            log.critical("shard %s: event %s refused at recovery, its rows are inconsistent: %s", config.shard_id,
+            log.critical("shard %s: event %s refused at recovery, its rows are inconsistent: %s", shard_id,
                          event_id, quarantined[event_id])
-    codec = result_codec()
-    if len(keys) > limits.idempotency_keys_max:  # the newest key left out, and every older one
-        inventory.idempotency.mark_dropped(keys[0]["at_s"])
-    inventory.idempotency.load(_recorded(record, codec) for record in keys[-limits.idempotency_keys_max:])
-    return Restored(inventory, documents, epoch, quarantined)
+    if loaded.keys_cut_s is not None:  # the newest key left out, and every older one
+        inventory.idempotency.mark_dropped(loaded.keys_cut_s)
+    inventory.idempotency.load(loaded.keys)
+    return ShardState(inventory, Catalog(documents), epoch, quarantined)
 
 
-def adopt(inventory: ShardInventory, event_id: UUID, rows: Any) -> dict[str, Any]:
+def adopt(inventory: ShardInventory, event_id: UUID, rows: Any) -> EventBody:
     """Rebuild one event from its rows into `inventory`; returns its API document."""
     # Blocked seats are stored as seat numbers but specified as labels: labels depend only on the
     # rows, so a first layout without blocks names them.
@@ -102,11 +70,6 @@ def adopt(inventory: ShardInventory, event_id: UUID, rows: Any) -> dict[str, Any
                       "event %s pool %s: rows say held/sold %s, holds and tickets say %s", event_id,
                       section.section_id, stored, (section.held, section.sold))
     return document
-
-
-def _recorded(record: Any, codec: ResultCodec) -> IdempotencyRecorded:
-    return IdempotencyRecorded(record["user_id"], record["key"], bytes(record["fingerprint"]),
-                               codec.decode(record["result"]), record["at_s"])
 
 
 async def load_keys(cache: IdempotencyCache, requests: list[Any], lookup: DurableLookup | None
@@ -131,6 +94,5 @@ async def load_keys(cache: IdempotencyCache, requests: list[Any], lookup: Durabl
     if not missing or cache.complete or lookup is None:
         return 0, 0
     records = await lookup.idempotency_keys(missing)
-    codec = result_codec()
-    cache.load(_recorded(record, codec) for record in records)
+    cache.load(records)
     return len(missing), len(records)

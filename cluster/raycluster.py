@@ -1,4 +1,4 @@
-"""Ray bootstrap: start (or join) Ray and place one named, detached `EventShard` per shard.
+"""Ray bootstrap: start (or join) Ray and place one named, detached `ShardActor` per shard.
 
 Every actor option is explicit because Ray's defaults surprise (STYLE §3): no restarts, no
 retries and 1000-way concurrency for async actors.
@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from actors.shard import EventShard, ShardConfig
-from cluster.settings import Settings
+from actors.actor import ShardActor, ShardConfig
+from cluster.settings import Settings, ShardBounds
 
 log = logging.getLogger(__name__)
 
@@ -102,21 +102,11 @@ def _metrics_port(settings: Settings) -> int:
     return sticky_port(settings.resolved_data_dir, "ray_metrics")
 
 
-def shard_bounds(settings: Settings) -> dict[str, Any]:
-    names = (
-        "commit_batch_commands_max", "commit_wait_ms_max", "db_call_timeout_s", "db_pool_size_max",
-        "hold_expiry_tick_ms", "idempotency_keys_max", "idempotency_retention_s", "hold_seats_max",
-        "hold_quantity_max", "event_seats_max", "recovery_timeout_s", "idempotency_purge_interval_s",
-        "idempotency_purge_batch_keys_max", "closed_holds_max", "durable_lookup_timeout_s",
-    )
-    return {name: getattr(settings, name) for name in names}
-
-
 def ensure_shard_actors(settings: Settings, dsns: list[str]) -> dict[int, Any]:
     """Create (or find) `shard-<k>` for every shard and wait until each answers `health`."""
     import ray
 
-    remote_class: Any = ray.remote(EventShard)
+    remote_class: Any = ray.remote(ShardActor)
     shard_map = settings.shard_map()
     handles = {}
     for shard_id in range(settings.shard_count):
@@ -124,7 +114,7 @@ def ensure_shard_actors(settings: Settings, dsns: list[str]) -> dict[int, Any]:
             shard_id=shard_id,
             slots=tuple(shard_map.slots_of(shard_id)),
             dsn=dsns[shard_id],
-            bounds=shard_bounds(settings),
+            bounds=ShardBounds.from_settings(settings),
         )
         handles[shard_id] = remote_class.options(
             name=actor_name(shard_id),

@@ -8,20 +8,18 @@ deadline) refuses to start instead of failing under load.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Annotated, Self
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from actors.inventory.idempotency import IDEMPOTENCY_KEYS_MAX_DEFAULT, IDEMPOTENCY_RETENTION_S_DEFAULT
-from actors.inventory.shard import CLOSED_HOLDS_MAX_DEFAULT
-from shards.lookup import (
-    DURABLE_LOOKUP_TIMEOUT_S_DEFAULT,
-    IDEMPOTENCY_PURGE_BATCH_KEYS_MAX_DEFAULT,
-    IDEMPOTENCY_PURGE_INTERVAL_S_DEFAULT,
-)
 from shards.slots import SLOT_COUNT, ShardMap
+
+if TYPE_CHECKING:
+    from actors.inventory import InventoryLimits
+    from shards.store import StoreBounds
 
 
 # Ceilings of a hold body (router/schemas.py): an absurd number is a schema error there, never
@@ -131,12 +129,16 @@ class Settings(BaseSettings):
     # every key at least `idempotency_retention_s` (API.md: ≥ 24 h), then the actor's purge job
     # deletes it, in batches, every interval. What memory lacks is looked up in Postgres
     # (shards/lookup.py), as are holds that ended longer ago than the last `closed_holds_max`.
-    idempotency_keys_max: int = Field(IDEMPOTENCY_KEYS_MAX_DEFAULT, ge=1)
-    idempotency_retention_s: int = Field(IDEMPOTENCY_RETENTION_S_DEFAULT, ge=24 * 3600)
-    idempotency_purge_interval_s: float = Field(IDEMPOTENCY_PURGE_INTERVAL_S_DEFAULT, gt=0)
-    idempotency_purge_batch_keys_max: int = Field(IDEMPOTENCY_PURGE_BATCH_KEYS_MAX_DEFAULT, ge=1)
-    closed_holds_max: int = Field(CLOSED_HOLDS_MAX_DEFAULT, ge=1)
-    durable_lookup_timeout_s: float = Field(DURABLE_LOOKUP_TIMEOUT_S_DEFAULT, gt=0)
+    # The purge runs every 5 minutes, 5,000 keys per transaction (a few ms each): keys outlive
+    # their retention by about one interval.
+    idempotency_keys_max: int = Field(200_000, ge=1)
+    idempotency_retention_s: int = Field(24 * 3600, ge=24 * 3600)
+    idempotency_purge_interval_s: float = Field(300.0, gt=0)
+    idempotency_purge_batch_keys_max: int = Field(5_000, ge=1)
+    closed_holds_max: int = Field(10_000, ge=1)
+    # A lookup is one indexed query: 2 s means Postgres is in trouble, and it leaves the router's
+    # actor call (5 s) time to answer 503.
+    durable_lookup_timeout_s: float = Field(2.0, gt=0)
     # Recovery reads whole shards (a million-seat venue is millions of rows): its own deadline.
     recovery_timeout_s: float = Field(120.0, gt=0)
 
@@ -250,3 +252,49 @@ class Settings(BaseSettings):
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()
+
+
+@dataclass(frozen=True, slots=True)
+class ShardBounds:
+    """Every bound a shard actor runs with, typed. Built only from `Settings` (`from_settings`,
+    or `defaults` for tests and benchmarks), so each default lives in one place: its Settings field."""
+
+    hold_seats_max: int
+    hold_quantity_max: int
+    event_seats_max: int
+    hold_expiry_tick_ms: int
+    closed_holds_max: int
+    idempotency_keys_max: int
+    idempotency_retention_s: int
+    idempotency_purge_interval_s: float
+    idempotency_purge_batch_keys_max: int
+    commit_batch_commands_max: int
+    commit_wait_ms_max: float
+    db_call_timeout_s: float
+    db_pool_size_max: int
+    durable_lookup_timeout_s: float
+    recovery_timeout_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ShardBounds:
+        return cls(**{field.name: getattr(settings, field.name) for field in fields(cls)})
+
+    @classmethod
+    def defaults(cls, **overrides: Any) -> ShardBounds:
+        """The deployment's defaults (Settings' fields, no environment read), with `overrides`."""
+        bounds = cls.from_settings(Settings.model_construct())
+        return replace(bounds, **overrides) if overrides else bounds
+
+    def inventory_limits(self) -> InventoryLimits:
+        from actors.inventory import InventoryLimits
+
+        return InventoryLimits(hold_seats_max=self.hold_seats_max, hold_quantity_max=self.hold_quantity_max,
+                               idempotency_keys_max=self.idempotency_keys_max, closed_holds_max=self.closed_holds_max)
+
+    def store_bounds(self) -> StoreBounds:
+        from shards.store import StoreBounds
+
+        return StoreBounds(db_call_timeout_s=self.db_call_timeout_s, db_pool_size_max=self.db_pool_size_max,
+                           recovery_timeout_s=self.recovery_timeout_s,
+                           durable_lookup_timeout_s=self.durable_lookup_timeout_s,
+                           idempotency_purge_batch_keys_max=self.idempotency_purge_batch_keys_max)

@@ -4,7 +4,7 @@
                                    [--data-dir D] [--profile-s N]
 
 Starts a cluster of its own in a temp folder (or joins the running deployment in ``--data-dir``),
-creates a fresh migrated database on its Postgres and an `EventShard` actor of its own on its Ray
+creates a fresh migrated database on its Postgres and an `ShardActor` actor of its own on its Ray
 (exactly as `tests.actor_support` does), and one GA event whose capacity never runs out. Then
 ``--callers`` asyncio tasks each send one ``apply`` call after the other, every call carrying
 ``--batch`` GA holds of quantity 1 by distinct users (so no per-person limit bites): the shape of
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Ray reads these when first imported, and importing `cluster.raycluster` (or `actors.shard`)
+# Ray reads these when first imported, and importing `cluster.raycluster` (or `actors.actor`)
 # already imports Ray: set them first, as `cluster.raycluster.LOCAL_RAY_ENVIRONMENT` does, so that
 # this driver joins the loopback-only local instance instead of the host's address.
 for _name, _value in (("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"), ("RAY_AUTH_MODE", "disabled"),
@@ -118,7 +118,7 @@ def new_database(base_dsn: str) -> str:
 
 
 def start_actor(dsn: str, **bounds: Any) -> Any:
-    """An `EventShard` of our own with the same options `cluster.raycluster` gives shard actors."""
+    """An `ShardActor` of our own with the same options `cluster.raycluster` gives shard actors."""
     return start_isolated_shard(dsn, namespace=ACTOR_NAMESPACE, name_prefix="bench-shard",
                                 event_seats_max=2_000_000, **bounds)
 

@@ -40,6 +40,7 @@ from actors.inventory.commands import (
 from actors.inventory.layout import GeneralAdmissionSpec, Layout, RowSpec, SeatedSectionSpec
 from actors.inventory.sales import EventSettings
 from actors.inventory.shard import ShardInventory
+from cluster.settings import ShardBounds
 
 ROW_SEATS = 100
 HOLD_SECONDS = 600
@@ -49,7 +50,7 @@ def build(seats: int) -> tuple[ShardInventory, uuid.UUID, Layout]:
     """A shard with one event: ``seats`` seats in section A, plus a GA pool of the same size."""
     rows = tuple(RowSpec(str(row), ROW_SEATS) for row in range(1, seats // ROW_SEATS + 1))
     layout = Layout((SeatedSectionSpec("A", 5_000, rows), GeneralAdmissionSpec("floor", 4_000, seats)))
-    shard = ShardInventory()
+    shard = ShardInventory(ShardBounds.defaults().inventory_limits())
     event_id = uuid.UUID(int=1)
     shard.create_event(event_id, layout, EventSettings(per_person_limit=8, hold_seconds=HOLD_SECONDS))
     return shard, event_id, layout

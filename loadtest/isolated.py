@@ -45,20 +45,24 @@ def drop_database(dsn: str) -> None:
     asyncio.run(drop())
 
 
-def start_isolated_shard(dsn: str, *, namespace: str, name_prefix: str, fencing: bool = True,
+def start_isolated_shard(dsn: str, *, namespace: str, name_prefix: str, store: Any = None,
                          idempotency: bool = True, isolation: bool = True, **bounds: Any) -> Any:
-    """An `EventShard` owning every slot of `dsn`'s database, started and recovered.
+    """A `ShardActor` owning every slot of `dsn`'s database, started and recovered; `bounds`
+    override the deployment's defaults (`cluster.settings.ShardBounds`).
 
-    `fencing`, `idempotency` and `isolation` exist for negative controls only (STYLE §10).
+    `store` (a wrapper from `shards.faults`), `idempotency` and `isolation` exist for negative
+    controls only (STYLE §10).
     """
     import ray
 
-    from actors.shard import EventShard, ShardConfig
+    from actors.actor import ShardActor, ShardConfig
     from cluster.raycluster import ACTOR_CONCURRENCY_MAX, ACTOR_RESTARTS_MAX, ACTOR_TASK_RETRIES_MAX
+    from cluster.settings import ShardBounds
+    from shards.store import PostgresShardStore
 
-    config = ShardConfig(0, ALL_SLOTS, dsn, dict(bounds), fencing=fencing, idempotency=idempotency,
-                         isolation=isolation)
-    handle = ray.remote(EventShard).options(
+    config = ShardConfig(0, ALL_SLOTS, dsn, ShardBounds.defaults(**bounds), store or PostgresShardStore,
+                         idempotency=idempotency, isolation=isolation)
+    handle = ray.remote(ShardActor).options(
         name=f"{name_prefix}-{uuid.uuid4().hex[:8]}", namespace=namespace, max_restarts=ACTOR_RESTARTS_MAX,
         max_task_retries=ACTOR_TASK_RETRIES_MAX, max_concurrency=ACTOR_CONCURRENCY_MAX, num_cpus=0,
     ).remote(config)

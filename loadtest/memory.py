@@ -23,6 +23,7 @@ from actors.inventory.layout import Layout, RowSpec, SeatedSectionSpec
 from actors.inventory.recovery import HoldRow, OrderRow, TicketRow, load_event
 from actors.inventory.sales import EventSettings
 from actors.inventory.shard import ShardInventory
+from cluster.settings import ShardBounds
 
 ROWS_PER_SECTION = 500
 ROW_SEATS = 100
@@ -76,7 +77,7 @@ def measure(seats: int) -> tuple[float, int, int]:
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    shard = ShardInventory()
+    shard = ShardInventory(ShardBounds.defaults().inventory_limits())
     event, live = load_event(uuid.UUID(int=1), layout, EventSettings(per_person_limit=8), holds, orders, tickets)
     shard.adopt_event(event, live)
     del live

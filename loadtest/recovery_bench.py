@@ -3,7 +3,7 @@
     python -m loadtest.recovery_bench --seats 100000 [--kills 3] [--data-dir D]
     python -m loadtest.recovery_bench --seats 1000000
 
-A fresh database and `EventShard` of its own (see `loadtest.actor_bench`). One seated event of
+A fresh database and `ShardActor` of its own (see `loadtest.actor_bench`). One seated event of
 ``--seats`` seats in sections of 20 rows × 1,000 seats (20,000 seats a section: 5 sections for
 100k, 50 for 1M). Seats are taken in groups of 4 adjacent seats, one buyer per group: of every
 10 groups, 6 are sold (HoldSeats → BeginCheckout → ConfirmCheckout: an order and 4 tickets), 1 is
@@ -153,8 +153,9 @@ def recovery_breakdown(dsn: str) -> dict[str, float]:
     """
     import asyncpg
 
-    from actors.inventory import InventoryLimits, ShardInventory
+    from actors.inventory import ShardInventory
     from actors.restore import adopt
+    from cluster.settings import ShardBounds
     from shards.events import configure_json
     from shards.lease import take_lease
     from shards.loader import load_events, load_idempotency
@@ -179,7 +180,7 @@ def recovery_breakdown(dsn: str) -> dict[str, float]:
         finally:
             await pool.close()
         mark = time.perf_counter()
-        inventory = ShardInventory(InventoryLimits())
+        inventory = ShardInventory(ShardBounds.defaults().inventory_limits())
         for event_id, event_rows in rows.items():
             adopt(inventory, event_id, event_rows)
         timings["adopt_python"] = time.perf_counter() - mark

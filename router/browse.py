@@ -1,10 +1,11 @@
 """Browse events across shards (API.md "Events": `GET /v1/events`).
 
 `GET /v1/events` is a scatter-gather (DESIGN §4): every shard database is asked at once for its
-next `limit + 1` events after the cursor in `(starts_at, event_id)` order — the `events_starts_at`
-index serves that keyset directly — and the router merges the pages and cuts `limit`. A shard that
-does not answer in time fails the whole request with 503: a page silently missing a shard's events
-would look complete and is worse than no page. docs/browse-and-stream.md records the design.
+next `limit + 1` events after the cursor in `(starts_at, event_id)` order (the query is
+`shards.queries.ReadQueries.events_page`), and the router merges the pages and cuts `limit`. A
+shard that does not answer in time fails the whole request with 503: a page silently missing a
+shard's events would look complete and is worse than no page. docs/browse-and-stream.md records
+the design.
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ import binascii
 import logging
 import struct
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-import asyncpg
 import orjson
 from fastapi import APIRouter, Query, Request
 from prometheus_client import Counter, Histogram
@@ -34,6 +33,8 @@ from router.metrics import LATENCY_BUCKETS_S
 from router.runtime import Runtime
 from router.schemas import LINE, ApiTime, time_range_error
 from router.views import unavailable_error
+from shards.pools import QUERY_ERRORS
+from shards.queries import EventListQuery
 
 log = logging.getLogger(__name__)
 
@@ -56,40 +57,9 @@ router = APIRouter(tags=["events"])
 
 # Listing ----------------------------------------------------------------------------------------
 
-# One query per shard: the events after the cursor in keyset order, each with its sections as one
-# jsonb array (a correlated subquery on the sections primary key), so a page is one round trip.
-LIST_SQL = """
-SELECT e.event_id, e.organizer_id, e.title, e.category, e.description, e.venue, e.starts_at, e.ends_at,
-       e.currency, e.hold_seconds, e.per_person_limit, e.queue, e.sale_windows, e.status, e.created_at,
-       (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                   'section_id', s.section_id, 'name', s.name, 'kind', s.kind, 'capacity', s.capacity,
-                   'price_cents', s.price_cents, 'first_seat_no', s.first_seat_no, 'rows', s.rows,
-                   'blocked_seat_nos', s.blocked_seat_nos) ORDER BY s.position), '[]'::jsonb)
-          FROM sections s WHERE s.event_id = e.event_id) AS sections
-  FROM events e
- WHERE (e.starts_at, e.event_id) > ($1, $2)
-   AND ($3::timestamptz IS NULL OR e.starts_at < $3)
-   AND ($4::text IS NULL OR e.category = $4)
-   AND ($5::text IS NULL OR e.city = $5)
-   AND ($6::text IS NULL OR e.title ILIKE '%' || $6 || '%' ESCAPE '\\')
-   AND ($7::text IS NULL OR e.status = $7)
- ORDER BY e.starts_at, e.event_id
- LIMIT $8
-"""
 CURSOR_FORMAT = struct.Struct(">q16s")  # starts_at in microseconds since the epoch, event id bytes
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NO_CURSOR = (datetime(1, 1, 1, tzinfo=UTC), UUID(int=0))
-
-
-@dataclass(frozen=True, slots=True)
-class ListQuery:
-    after: tuple[datetime, UUID]
-    starts_before: datetime | None
-    category: str | None
-    city: str | None
-    title_contains: str | None
-    status: str | None
-    limit: int
 
 
 def encode_cursor(starts_at: datetime, event_id: UUID) -> str:
@@ -129,13 +99,13 @@ def _blocked_labels(section: dict[str, Any]) -> list[str]:
     return labels
 
 
-def _item(row: asyncpg.Record) -> dict[str, Any]:
+def _item(row: dict[str, Any]) -> dict[str, Any]:
     # The router's pools have no jsonb codec, so jsonb columns arrive as text.
     event = dict(row)
     for column in ("venue", "queue", "sale_windows"):
         event[column] = orjson.loads(event[column])
     sections = orjson.loads(event.pop("sections"))
-    document = document_from_rows(event, sections, None)
+    document: dict[str, Any] = dict(document_from_rows(event, sections, None))
     for body, section in zip(document["sections"], sections, strict=True):
         if section["kind"] == "seated":
             body["blocked"] = _blocked_labels(section)
@@ -143,26 +113,25 @@ def _item(row: asyncpg.Record) -> dict[str, Any]:
     return document
 
 
-async def _shard_page(runtime: Runtime, shard_id: int, query: ListQuery, timeout_s: float
-                      ) -> list[tuple[datetime, UUID, asyncpg.Record]]:
-    async with asyncio.timeout(timeout_s):  # covers pool creation, acquiring a connection and the query
-        pool = await runtime.pool(shard_id)
-        rows = await pool.fetch(LIST_SQL, *query.after, query.starts_before, query.category, query.city,
-                                query.title_contains, query.status, query.limit + 1, timeout=timeout_s)
+Row = tuple[datetime, UUID, dict[str, Any]]  # (starts_at, event_id, columns): the merge's sort key first
+
+
+async def _shard_page(runtime: Runtime, shard_id: int, query: EventListQuery, timeout_s: float) -> list[Row]:
+    rows = await runtime.reads.events_page(shard_id, query, timeout_s)
     return [(row["starts_at"], row["event_id"], row) for row in rows]
 
 
-async def _gather_pages(request: Request, query: ListQuery) -> list[tuple[datetime, UUID, asyncpg.Record]]:
+async def _gather_pages(request: Request, query: EventListQuery) -> list[Row]:
     runtime: Runtime = request.app.state.runtime
     settings = settings_of(request)
     shard_ids = range(settings.shard_count)
     pages = await asyncio.gather(*(_shard_page(runtime, shard_id, query, settings.db_call_timeout_s)
                                    for shard_id in shard_ids), return_exceptions=True)
-    merged: list[tuple[datetime, UUID, asyncpg.Record]] = []
+    merged: list[Row] = []
     failed: list[str] = []
     for shard_id, page in zip(shard_ids, pages, strict=True):
         if isinstance(page, BaseException):
-            if not isinstance(page, TimeoutError | OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
+            if not isinstance(page, QUERY_ERRORS):
                 raise page  # a bug, not an outage: let it be a logged 500
             reason = "timeout" if isinstance(page, TimeoutError) else "error"
             LIST_SHARD_FAILURES.labels(str(shard_id), reason).inc()
@@ -198,7 +167,7 @@ async def list_events(
     if starts_from is not None:
         # `from` is inclusive: the keyset is exclusive, so start just before it (ids are > the nil uuid).
         after = max(after, (starts_from, UUID(int=0)))
-    query = ListQuery(after, starts_to, category, city, _like_escape(q) if q else None, status, limit)
+    query = EventListQuery(after, starts_to, category, city, _like_escape(q) if q else None, status, limit)
     result = "error"
     try:
         merged = await _gather_pages(request, query)

@@ -96,3 +96,18 @@ def _coerce(hint: Any, value: Any) -> Any:
     if hint is float and isinstance(value, int):
         return float(value)
     return value
+
+
+def core_result_codec() -> ResultCodec:
+    """The codec of every result type the core records with an idempotency key."""
+    from actors.inventory.results import (
+        EventStatusView,
+        HoldItem,
+        HoldView,
+        OrderView,
+        Rejection,
+        TicketView,
+        TransferView,
+    )
+
+    return ResultCodec(HoldView, HoldItem, OrderView, TicketView, TransferView, EventStatusView, Rejection)

@@ -33,6 +33,7 @@ from uuid import UUID
 
 import asyncpg
 
+from actors.inventory.changes import IdempotencyRecorded
 from actors.inventory.holds import HoldStatus
 from actors.inventory.layout import Layout
 from actors.inventory.results import HoldItem, HoldView, OrderView, TicketView
@@ -42,13 +43,6 @@ from shards.loader import TICKET_STATUS_SQL
 # (layout, currency) of an event the actor owns, or None.
 EventLayouts = Callable[[UUID], tuple[Layout, str] | None]
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
-# The one default of each bound (cluster.settings and the actor both read these). A lookup is one
-# indexed query: 2 s means Postgres is in trouble, and it leaves the router's actor call (5 s) time
-# to answer 503. The purge runs every 5 minutes, 5,000 keys per transaction (a few ms each); keys
-# then outlive their retention by about one interval.
-DURABLE_LOOKUP_TIMEOUT_S_DEFAULT = 2.0
-IDEMPOTENCY_PURGE_INTERVAL_S_DEFAULT = 300.0
-IDEMPOTENCY_PURGE_BATCH_KEYS_MAX_DEFAULT = 5_000
 
 
 class LookupFailed(Exception):
@@ -90,10 +84,12 @@ SELECT count(*) AS n, extract(epoch FROM max(created_at))::float8 AS newest_s FR
 class DurableLookup:
     """The port: reads by id from the shard's own database, each bounded by `timeout_s`."""
 
-    def __init__(self, pool: asyncpg.Pool, timeout_s: float, layouts: EventLayouts) -> None:
+    def __init__(self, pool: asyncpg.Pool, timeout_s: float, layouts: EventLayouts,
+                 recorded: Callable[[asyncpg.Record], IdempotencyRecorded]) -> None:
         self.pool = pool
         self.timeout_s = timeout_s
         self.layouts = layouts
+        self.recorded = recorded  # a stored key's row → its record (the store's result codec)
 
     async def hold(self, hold_id: UUID, user_id: str | None) -> HoldView | None:
         (row,) = await self._fetch((_HOLD, hold_id)) or [None]
@@ -143,10 +139,10 @@ class DurableLookup:
         return OrderView(order_id, order["event_id"], OrderStatus(order["status"]), total_cents, currency,
                          tuple(current))
 
-    async def idempotency_keys(self, keys: list[tuple[str, str]]) -> list[asyncpg.Record]:
-        """The recorded rows of these (user_id, key) pairs, of any age (a key lives until purged)."""
+    async def idempotency_keys(self, keys: list[tuple[str, str]]) -> list[IdempotencyRecorded]:
+        """The records of these (user_id, key) pairs, of any age (a key lives until purged)."""
         (rows,) = await self._fetch_all([(_KEYS, [key[0] for key in keys], [key[1] for key in keys])])
-        return rows
+        return [self.recorded(row) for row in rows]
 
     async def _fetch(self, query: tuple[Any, ...]) -> list[asyncpg.Record]:
         (rows,) = await self._fetch_all([query])

@@ -1,4 +1,4 @@
-"""Shard actors of their own for tests: a fresh migrated database and an `EventShard` in the
+"""Shard actors of their own for tests: a fresh migrated database and an `ShardActor` in the
 cluster's Ray, with the test-only switches (fencing, idempotency) that negative controls need."""
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ def drop_created_databases() -> None:
     CREATED_DATABASES.clear()
 
 
-def start_shard(dsn: str, *, fencing: bool = True, idempotency: bool = True, isolation: bool = True,
+def start_shard(dsn: str, *, store: Any = None, idempotency: bool = True, isolation: bool = True,
                 **bounds: Any) -> Any:
-    return start_isolated_shard(dsn, namespace=TEST_NAMESPACE, name_prefix="test-shard", fencing=fencing,
+    """`store`: a wrapper from `shards.faults` for a negative control (None: the real one)."""
+    return start_isolated_shard(dsn, namespace=TEST_NAMESPACE, name_prefix="test-shard", store=store,
                                 idempotency=idempotency, isolation=isolation, hold_expiry_tick_ms=100, **bounds)
 
 

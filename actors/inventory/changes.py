@@ -75,20 +75,35 @@ class SeatsSold(NamedTuple):
 
 
 class SeatsReleased(NamedTuple):
-    """DELETE ``seat_claims`` for these seats: they are on sale again (expiry, release, refund)."""
+    """DELETE ``seat_claims`` for these seats: they are on sale again (expiry, release, refund).
+
+    The record names whose claims end, so the writer deletes only claims that still say so: a live
+    hold's (``hold_id``, state 'held', ``order_id`` None), or a refunded order's (``order_id``,
+    state 'sold', ``hold_id`` None: the core does not keep an order's hold, and ``orders.hold_id``
+    is unique, so the order names the claim as well).
+    """
 
     event_id: UUID
     seat_nos: tuple[int, ...]
+    hold_id: UUID | None
+    order_id: UUID | None
 
 
 class PoolCountersChanged(NamedTuple):
-    """UPDATE ``ga_pools`` SET held, sold (absolute values, so replays are idempotent and the
-    ``CHECK (held + sold <= capacity)`` constraint sees the true totals)."""
+    """UPDATE ``ga_pools`` SET held, sold WHERE held = held_before AND sold = sold_before.
+
+    Absolute values, so the ``CHECK (held + sold <= capacity)`` constraint sees the true totals;
+    and the counters the command found, so a database that disagrees (another writer sold from
+    the same counters) refuses the update instead of being overwritten. One record per pool a
+    command changes.
+    """
 
     event_id: UUID
     section_id: str
     held: int
     sold: int
+    held_before: int
+    sold_before: int
 
 
 class OrderCreated(NamedTuple):

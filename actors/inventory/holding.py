@@ -84,7 +84,8 @@ def hold_pool(event: EventInventory, command: HoldGeneralAdmission, now_s: float
     if isinstance(admitted, Rejection):
         return admitted
     index = pool.index
-    available = pool.capacity - event.held[index] - event.sold[index] - event.blocked[index]
+    held_before, sold_before = event.held[index], event.sold[index]
+    available = pool.capacity - held_before - sold_before - event.blocked[index]
     if available < quantity:
         return Rejection(ErrorCode.INSUFFICIENT_INVENTORY, f"only {available} left", available=available)
     hold = _new_hold(event, command.hold_id, admitted, pool, (), quantity, now_s)
@@ -99,7 +100,9 @@ def hold_pool(event: EventInventory, command: HoldGeneralAdmission, now_s: float
     )
     items = (event.pool_item[index],) * quantity  # event.pool_items, inlined
     view = _new(HoldView, (hold_id, event_id, _HELD, expires_at_s, items, total_cents, currency, None))
-    counters = _new(PoolCountersChanged, (event_id, section_id, event.held[index], event.sold[index]))
+    counters = _new(
+        PoolCountersChanged, (event_id, section_id, event.held[index], event.sold[index], held_before, sold_before)
+    )
     return hold, (created, counters), view
 
 
@@ -195,22 +198,34 @@ def _take_seats(
     return hold, (created, _new(SeatsClaimed, (event_id, hold_id, seat_nos))), view
 
 
-def _pool_counters(event: EventInventory, pool: Section) -> PoolCountersChanged:
+def _pool_counters(event: EventInventory, pool: Section, before: tuple[int, int]) -> PoolCountersChanged:
+    """The pool's counters now, and `before` (held, sold) as the command found them."""
     index = pool.index
-    return _new(PoolCountersChanged, (event.event_id, pool.section_id, event.held[index], event.sold[index]))
+    return _new(
+        PoolCountersChanged, (event.event_id, pool.section_id, event.held[index], event.sold[index], *before)
+    )
+
+
+def _counters_of(event: EventInventory, pool: Section | None) -> tuple[int, int]:
+    """A GA pool's (held, sold), read before a command changes them; (0, 0) for seats."""
+    if pool is None:
+        return (0, 0)
+    index = pool.index
+    return (event.held[index], event.sold[index])
 
 
 def end_hold(hold: Hold, to_status: HoldStatus, actor: str, now_s: float) -> tuple[Change, ...]:
     """Release a live hold's inventory and move it to a final status (expired, released, failed)."""
     event = hold.event
     from_status = hold.status
+    before = _counters_of(event, hold.pool)
     hold.status = to_status
     event.detach(hold, sold=False)
     check_hold(event, hold)
     released: Change = (
-        _pool_counters(event, hold.pool)
+        _pool_counters(event, hold.pool, before)
         if hold.pool is not None
-        else _new(SeatsReleased, (event.event_id, hold.seat_nos))
+        else _new(SeatsReleased, (event.event_id, hold.seat_nos, hold.hold_id, None))
     )
     return (
         _new(HoldStatusChanged, (event.event_id, hold.hold_id, from_status, to_status, actor, now_s)),
@@ -241,6 +256,7 @@ def sell_hold(hold: Hold, command: ConfirmCheckout, now_s: float) -> tuple[Order
     first = len(book)
     order = book.add_order(order_id.bytes, hold.user, first, quantity)
     pool = hold.pool
+    before = _counters_of(event, pool)
     seat_refs = [ga_seat_ref(pool.index)] * quantity if pool is not None else hold.seat_nos
     for key, seat_ref in zip(ticket_keys, seat_refs, strict=True):
         book.add_ticket(key, seat_ref, hold.user, order)
@@ -258,7 +274,7 @@ def sell_hold(hold: Hold, command: ConfirmCheckout, now_s: float) -> tuple[Order
         _new(HoldStatusChanged, (event_id, hold_id, HoldStatus.PAYMENT_PENDING, HoldStatus.CONFIRMED, user_id, now_s)),
         _new(OrderCreated, (event_id, order_id, hold_id, user_id, view.total_cents, view.currency, now_s)),
         _new(TicketsIssued, (event_id, order_id, user_id, ticket_ids, seat_nos, section_ids, now_s, None)),
-        _pool_counters(event, pool)
+        _pool_counters(event, pool, before)
         if pool is not None
         else _new(SeatsSold, (event_id, hold_id, order_id, hold.seat_nos)),
     ]

@@ -35,11 +35,6 @@ from actors.inventory.changes import IdempotencyRecorded
 from actors.inventory.commands import UserCommand
 from actors.inventory.results import Result
 
-# The one default of each bound (cluster.settings and InventoryLimits both read these).
-IDEMPOTENCY_KEYS_MAX_DEFAULT = 200_000
-# How long Postgres keeps a key before the purge job may delete it: the API's "at least 24 h".
-IDEMPOTENCY_RETENTION_S_DEFAULT = 24 * 3600
-
 
 class Recorded(NamedTuple):
     fingerprint: bytes

@@ -42,7 +42,6 @@ from actors.inventory.errors import ErrorCode, invariant
 from actors.inventory.event import NOBODY, EventInventory
 from actors.inventory.holds import Hold, HoldStatus
 from actors.inventory.idempotency import (
-    IDEMPOTENCY_KEYS_MAX_DEFAULT,
     IdempotencyCache,
     Recorded,
     fingerprint,
@@ -65,26 +64,27 @@ _NOT_FOUND = -1
 # expire_due pops this many due holds one by one before it sorts the heap instead (_pop_due).
 _POPS_BEFORE_SORT = 256
 _new = tuple.__new__
-CLOSED_HOLDS_MAX_DEFAULT = 10_000
 _H = TypeVar("_H", HoldSeats, HoldGeneralAdmission, HoldBestAvailable)
 
 
 @dataclass(frozen=True, slots=True)
 class InventoryLimits:
-    """Bounds of the core (STYLE §3); the actor fills them from settings."""
+    """Bounds of the core (STYLE §3). No defaults here: the shell builds them from its settings
+    (`cluster.settings.ShardBounds.inventory_limits`), where each default lives, once."""
 
-    hold_items_max: int = 10
-    # The one default (also cluster.settings'); how long keys live is the shell's (idempotency.py).
-    idempotency_keys_max: int = IDEMPOTENCY_KEYS_MAX_DEFAULT
+    hold_seats_max: int  # seats named in one HoldSeats
+    hold_quantity_max: int  # tickets in one GA or best-available hold
+    # Keys kept in memory; how long keys live is the shell's business (idempotency.py).
+    idempotency_keys_max: int
     # Ended holds kept in memory so a late DELETE or checkout still gets HOLD_NOT_ACTIVE or
-    # HOLD_EXPIRED rather than HOLD_NOT_FOUND. An older one is not known to commands (HOLD_NOT_FOUND);
-    # reads of it are answered from Postgres by the shell (actors/reads.py, shards/lookup.py).
-    closed_holds_max: int = CLOSED_HOLDS_MAX_DEFAULT
+    # HOLD_EXPIRED rather than HOLD_NOT_FOUND. Commands and reads on an older one are answered
+    # from Postgres by the shell (actors/ended_holds.py, actors/reads.py).
+    closed_holds_max: int
 
 
 class ShardInventory:
-    def __init__(self, limits: InventoryLimits | None = None) -> None:
-        self.limits = limits or InventoryLimits()
+    def __init__(self, limits: InventoryLimits) -> None:
+        self.limits = limits
         self.events: dict[UUID, EventInventory] = {}
         self.idempotency = IdempotencyCache(self.limits.idempotency_keys_max)
         # Hold indexes are keyed by ``hold_id.int``: UUID.__hash__ is Python code (~0.3 µs on the
@@ -216,16 +216,17 @@ class ShardInventory:
     # --- holds ---------------------------------------------------------------------------------
 
     def _hold_seats(self, command: HoldSeats, now_s: float) -> Outcome:
-        return self._hold(command, holding.hold_seats, now_s)
+        return self._hold(command, holding.hold_seats, now_s, self.limits.hold_seats_max)
 
     def _hold_pool(self, command: HoldGeneralAdmission, now_s: float) -> Outcome:
-        return self._hold(command, holding.hold_pool, now_s)
+        return self._hold(command, holding.hold_pool, now_s, self.limits.hold_quantity_max)
 
     def _hold_best(self, command: HoldBestAvailable, now_s: float) -> Outcome:
-        return self._hold(command, holding.hold_best, now_s)
+        return self._hold(command, holding.hold_best, now_s, self.limits.hold_quantity_max)
 
     def _hold(
-        self, command: _H, place: Callable[[EventInventory, _H, float, int], holding.Placed], now_s: float
+        self, command: _H, place: Callable[[EventInventory, _H, float, int], holding.Placed], now_s: float,
+        items_max: int,
     ) -> Outcome:
         event = self.events.get(command.event_id)
         if event is None:
@@ -233,7 +234,7 @@ class ShardInventory:
         hold_key = command.hold_id.int
         if hold_key in self._holds or hold_key in self._closed:
             return Outcome(Rejection(ErrorCode.VALIDATION_ERROR, "hold id already used"))
-        placed = place(event, command, now_s, self.limits.hold_items_max)
+        placed = place(event, command, now_s, items_max)
         if isinstance(placed, Rejection):
             return Outcome(placed)
         hold, changes, view = placed

@@ -77,6 +77,9 @@ def refund_order(
         return Rejection(ErrorCode.TICKET_VOID, "no ticket of this order is still held by its buyer: "
                          "transferred tickets belong to their recipients")
     changes: list[Change] = []
+    # The counters of each GA pool the refund returns units to, as the refund found them.
+    pools = sorted({-1 - book.seat[ticket] for ticket in refunded if book.seat[ticket] < 0})
+    counters_before = [(event.held[index], event.sold[index]) for index in pools]
     for ticket in refunded:
         event.unsell(ticket)
         book.status[ticket] = REFUNDED
@@ -93,12 +96,16 @@ def refund_order(
     book.order_status[order] = ORDER_REFUNDED
     check_tickets(event, refunded)
     seat_nos = tuple(sorted(book.seat[ticket] for ticket in refunded if book.seat[ticket] >= 0))
-    if seat_nos:
-        changes.append(SeatsReleased(event.event_id, seat_nos))
-    for index in sorted({-1 - book.seat[ticket] for ticket in refunded if book.seat[ticket] < 0}):
-        pool = event.layout.sections[index]
-        changes.append(PoolCountersChanged(event.event_id, pool.section_id, event.held[index], event.sold[index]))
     view = event.order_view(order)
+    if seat_nos:
+        changes.append(SeatsReleased(event.event_id, seat_nos, None, view.order_id))
+    for index, (held_before, sold_before) in zip(pools, counters_before, strict=True):
+        pool = event.layout.sections[index]
+        changes.append(
+            PoolCountersChanged(
+                event.event_id, pool.section_id, event.held[index], event.sold[index], held_before, sold_before
+            )
+        )
     changes.append(
         OrderStatusChanged(
             event.event_id,

@@ -3,7 +3,7 @@
 Memory keeps live holds, the last `closed_holds_max` ended ones and the newest
 `idempotency_keys_max` keys; Postgres keeps everything acknowledged. These tests push holds and
 keys out of memory (a SIGKILL, a tiny LRU, a tiny key cache) and check that reads and replays still
-get the true answer from Postgres, and, with the lookup switched off (`ShardConfig.durable_lookup`,
+get the true answer from Postgres, and, with the lookup taken away (`shards.faults.MemoryOnlyStore`,
 the negative controls), that the bugs it prevents appear: 404s for acknowledged holds, and a reused
 key that re-executes and fails its whole group commit.
 """
@@ -35,8 +35,9 @@ from actors.inventory.holds import HoldStatus
 from actors.inventory.results import HoldView, OrderView, Rejection, TicketView
 from actors.inventory.tickets import OrderStatus, TicketStatus
 from actors.protocol import GetHold, GetOrder, GetTicket, Unavailable
+from shards.faults import MemoryOnlyStore
 from shards.lookup import _PURGE, DurableLookup, purge_idempotency_keys
-from tests.actor_support import TEST_NAMESPACE, ga_event_command, new_database, query
+from tests.actor_support import ga_event_command, new_database, query, start_shard
 from tests.harness import RunningCluster
 
 pytestmark = pytest.mark.integration
@@ -46,21 +47,9 @@ RETRY_PAUSE_S = 0.1
 
 
 def start(dsn: str, *, durable_lookup: bool = True, isolation: bool = True, **bounds: Any) -> Any:
-    """An isolated shard actor (as tests.actor_support.start_shard) with the lookup switch."""
-    import ray
-
-    from actors.shard import EventShard, ShardConfig
-    from cluster.raycluster import ACTOR_CONCURRENCY_MAX, ACTOR_RESTARTS_MAX, ACTOR_TASK_RETRIES_MAX
-    from loadtest.isolated import ALL_SLOTS, START_TIMEOUT_S
-
-    config = ShardConfig(0, ALL_SLOTS, dsn, {"hold_expiry_tick_ms": 100, **bounds}, isolation=isolation,
-                         durable_lookup=durable_lookup)
-    handle = ray.remote(EventShard).options(
-        name=f"lookup-shard-{uuid.uuid4().hex[:8]}", namespace=TEST_NAMESPACE, max_restarts=ACTOR_RESTARTS_MAX,
-        max_task_retries=ACTOR_TASK_RETRIES_MAX, max_concurrency=ACTOR_CONCURRENCY_MAX, num_cpus=0,
-    ).remote(config)
-    ray.get(handle.start.remote(), timeout=START_TIMEOUT_S)
-    return handle
+    """An isolated shard actor; `durable_lookup` False gives it a store without the lookup
+    (`shards.faults.MemoryOnlyStore`), the negative control's."""
+    return start_shard(dsn, store=None if durable_lookup else MemoryOnlyStore, isolation=isolation, **bounds)
 
 
 def apply(shard: Any, command: Any) -> Any:
@@ -180,7 +169,7 @@ def test_the_lookups_views_equal_the_cores_views(cluster: RunningCluster, ray_dr
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
         try:
             lookup = DurableLookup(pool, 5.0, lambda event_id: (layout, currency)
-                                   if event_id == sale.create.event_id else None)
+                                   if event_id == sale.create.event_id else None, lambda row: row)
             bought = next(h for h, (_, status) in sale.holds.items() if status is HoldStatus.CONFIRMED)
             released = next(h for h, (_, status) in sale.holds.items() if status is HoldStatus.RELEASED)
             return [await lookup.hold(bought, "ana"), await lookup.hold(released, "ben"),

@@ -21,7 +21,7 @@ from actors.inventory.commands import FailCheckout, HoldSeats, TransferTicket
 from actors.inventory.layout import Layout, RowSpec, SeatedSectionSpec
 from actors.inventory.results import HoldView, OrderView, TransferView
 from actors.inventory.sales import EventSettings
-from actors.inventory.shard import InventoryLimits, ShardInventory
+from actors.inventory.shard import ShardInventory
 from actors.payments import checkout_outcome
 from actors.protocol import CompleteCheckout, GetHold, GetOrder, RecordPayment, RefundPaidOrder, Unavailable
 from router.checkout import keys
@@ -31,6 +31,7 @@ from router.errors import ApiError
 from shards.checkout_queries import PaymentRow
 from shards.slots import new_id
 from shards.writer import PaymentRecorded
+from tests.core_limits import core_limits
 
 pytestmark = pytest.mark.unit
 
@@ -47,7 +48,7 @@ class CoreShards:
     """The shard client's `apply`/`read` over one in-memory shard, with its `payments` rows."""
 
     def __init__(self, price_cents: int = PRICE_CENTS) -> None:
-        self.inventory = ShardInventory(InventoryLimits(hold_items_max=6))
+        self.inventory = ShardInventory(core_limits(items_max=6))
         layout = Layout((SeatedSectionSpec("A", price_cents, (RowSpec("1", 8),)),))
         self.inventory.create_event(EVENT, layout, EventSettings())
         self.payments: dict[str, PaymentRecorded] = {}
@@ -56,7 +57,7 @@ class CoreShards:
     async def apply(self, shard_id: int, command: Any, *, retryable: bool) -> Any:
         self.now_s += 1
         if isinstance(command, CompleteCheckout | RefundPaidOrder | RecordPayment):
-            outcome: Any = checkout_outcome(self, command, self.now_s)  # type: ignore[arg-type]
+            outcome: Any = checkout_outcome(self.inventory, command, self.now_s)
         else:
             outcome = self.inventory.apply(command, self.now_s)
         for change in outcome.changes:

@@ -25,7 +25,8 @@ from actors.inventory.errors import ErrorCode, InvariantViolation, LayoutError, 
 from actors.inventory.layout import NO_SEAT, GeneralAdmissionSpec, Layout, RowSpec, SeatedSectionSpec
 from actors.inventory.results import HoldView, OrderView, Outcome, Rejection, TicketView, TransferView
 from actors.inventory.sales import EventSettings, EventStatus, SaleWindow
-from actors.inventory.shard import InventoryLimits, ShardInventory
+from actors.inventory.shard import ShardInventory
+from tests.core_limits import core_limits
 
 pytestmark = pytest.mark.unit
 
@@ -47,7 +48,7 @@ def layout() -> Layout:
 
 
 def shard(**settings: object) -> ShardInventory:
-    inventory = ShardInventory(InventoryLimits(hold_items_max=6, idempotency_keys_max=3))
+    inventory = ShardInventory(core_limits(items_max=6, idempotency_keys_max=3))
     inventory.create_event(EVENT, layout(), EventSettings(**settings))  # type: ignore[arg-type]
     return inventory
 

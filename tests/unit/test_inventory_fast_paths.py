@@ -34,6 +34,7 @@ from actors.inventory.results import HoldItem, HoldView, OrderView
 from actors.inventory.sales import EventSettings
 from actors.inventory.seating import AVAILABLE, centre_order, pick_best
 from actors.inventory.shard import _POPS_BEFORE_SORT, ShardInventory
+from tests.core_limits import core_limits
 
 pytestmark = pytest.mark.unit
 
@@ -114,7 +115,7 @@ def test_find_slot_then_add_at_equals_find_then_add(keys: list[bytes], load_max:
 
 
 def _shard() -> ShardInventory:
-    inventory = ShardInventory()
+    inventory = ShardInventory(core_limits())
     inventory.create_event(EVENT, layout(), EventSettings(hold_seconds=60))
     return inventory
 
@@ -137,7 +138,8 @@ def test_ga_hold_records_and_view_carry_each_field_by_name() -> None:
         "expires_at_s": 65.0,
         "at_s": 5.0,
     }
-    assert counters._asdict() == {"event_id": EVENT, "section_id": "floor", "held": 3, "sold": 0}
+    assert counters._asdict() == {"event_id": EVENT, "section_id": "floor", "held": 3, "sold": 0, "held_before": 0,
+                                  "sold_before": 0}
     assert outcome.replayed is False and type(outcome.result) is HoldView
     assert outcome.result == inventory.hold(command.hold_id, "ana")
     assert outcome.result.items == (HoldItem(None, "floor", 500),) * 3

@@ -32,6 +32,7 @@ from actors.inventory.recovery import load_event
 from actors.inventory.results import HoldView, OrderView, TransferView
 from actors.inventory.sales import EventSettings
 from actors.inventory.shard import ShardInventory
+from tests.core_limits import core_limits
 from tests.replay import RowsProjection
 
 pytestmark = pytest.mark.unit
@@ -48,7 +49,7 @@ SETTINGS = EventSettings(hold_seconds=60, per_person_limit=10)
 
 def build() -> tuple[ShardInventory, list[Change]]:
     ids = count(1)
-    shard = ShardInventory()
+    shard = ShardInventory(core_limits())
     shard.create_event(EVENT, LAYOUT, SETTINGS)
     changes: list[Change] = []
 
@@ -112,7 +113,7 @@ def test_rows_rebuilt_from_changes_reload_the_same_state() -> None:
     projection = RowsProjection()
     projection.apply_all(changes)
     event, live = load_event(EVENT, LAYOUT, SETTINGS, *projection.event_rows(EVENT))
-    reloaded = ShardInventory()
+    reloaded = ShardInventory(core_limits())
     reloaded.adopt_event(event, live)
     reloaded.check_all()
     original = shard.events[EVENT]
@@ -137,7 +138,7 @@ def test_recorded_idempotency_keys_survive_recovery() -> None:
     projection = RowsProjection()
     projection.apply_all(changes)
     event, live = load_event(EVENT, LAYOUT, SETTINGS, *projection.event_rows(EVENT))
-    reloaded = ShardInventory()
+    reloaded = ShardInventory(core_limits())
     reloaded.adopt_event(event, live)
     reloaded.idempotency.load(projection.idempotency)
     retry = reloaded.apply(
@@ -156,4 +157,4 @@ def test_inconsistent_rows_are_refused_before_serving() -> None:
     clash = seated._replace(hold_id=uuid.UUID(int=10**7))
     event, live = load_event(EVENT, LAYOUT, SETTINGS, [*holds, clash], orders, tickets)
     with pytest.raises(InvariantViolation):
-        ShardInventory().adopt_event(event, live)
+        ShardInventory(core_limits()).adopt_event(event, live)

@@ -35,7 +35,8 @@ from actors.inventory.errors import ErrorCode
 from actors.inventory.layout import GeneralAdmissionSpec, Layout, RowSpec, SeatedSectionSpec
 from actors.inventory.results import HoldView, OrderView, Outcome, Rejection
 from actors.inventory.sales import EventSettings
-from actors.inventory.shard import InventoryLimits, ShardInventory
+from actors.inventory.shard import ShardInventory
+from tests.core_limits import core_limits
 
 pytestmark = pytest.mark.unit
 
@@ -134,7 +135,7 @@ class Model:
 class InventoryMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.shard = ShardInventory(InventoryLimits(hold_items_max=ITEMS_MAX, idempotency_keys_max=8))
+        self.shard = ShardInventory(core_limits(items_max=ITEMS_MAX, idempotency_keys_max=8))
         self.shard.create_event(EVENT, LAYOUT, EventSettings(hold_seconds=HOLD_SECONDS, per_person_limit=LIMIT))
         self.model = Model()
         self.now = 0.0

@@ -26,7 +26,8 @@ from actors.inventory.errors import ErrorCode
 from actors.inventory.layout import Layout, RowSpec, SeatedSectionSpec
 from actors.inventory.results import HoldView, OrderView, Outcome, Rejection, TicketView, TransferView
 from actors.inventory.sales import EventSettings
-from actors.inventory.shard import InventoryLimits, ShardInventory
+from actors.inventory.shard import ShardInventory
+from tests.core_limits import core_limits
 
 pytestmark = pytest.mark.unit
 
@@ -40,7 +41,7 @@ def new_id() -> uuid.UUID:
 
 
 def inventory() -> ShardInventory:
-    shard = ShardInventory(InventoryLimits(hold_items_max=6))
+    shard = ShardInventory(core_limits(items_max=6))
     shard.create_event(EVENT, Layout((SeatedSectionSpec("A", PRICE_CENTS, (RowSpec("1", 6),)),)), EventSettings())
     return shard
 
