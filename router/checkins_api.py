@@ -157,21 +157,15 @@ async def revocations(request: Request, event_id: UUID, cursor: str | None = Non
         raise ApiError(422, "VALIDATION_ERROR", f"limit must be at most {settings.revocations_page_max}")
     after = _cursor(cursor)
     shard_id = client_of(request).shard_map.shard_of(event_id)
-    pool = await request.app.state.runtime.pool(shard_id)
-    rows = await pool.fetch(
-        """SELECT ticket_id, status, updated_at FROM tickets
-           WHERE event_id = $1 AND status IN ('refunded', 'transferred', 'cancelled')
-             AND ($2::timestamptz IS NULL OR (updated_at, ticket_id) > ($2, $3))
-           ORDER BY updated_at, ticket_id LIMIT $4""",
-        event_id, after[0] if after else None, after[1] if after else None, limit + 1)
+    rows = await request.app.state.runtime.reads.revocations(shard_id, event_id, after, limit + 1)
     page = rows[:limit]
     next_cursor = None
     if page:
         last = page[-1]
-        text = f"{last['updated_at'].isoformat()}|{last['ticket_id']}"
+        text = f"{last.updated_at.isoformat()}|{last.ticket_id}"
         next_cursor = base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
-    items: list[dict[str, Any]] = [{"ticket_id": str(row["ticket_id"]), "status": row["status"],
-                                    "revoked_at": iso(row["updated_at"].timestamp())} for row in page]
+    items: list[dict[str, Any]] = [{"ticket_id": str(row.ticket_id), "status": row.status,
+                                    "revoked_at": iso(row.updated_at.timestamp())} for row in page]
     return JSONBody({"event_id": str(event_id), "items": items, "next_cursor": next_cursor,
                      "complete": len(rows) <= limit})
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-import asyncpg
 import orjson
 import redis.exceptions
 from fastapi import FastAPI, Request
@@ -40,6 +39,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+from shards.pools import CONNECTION_ERRORS as DATABASE_CONNECTION_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,11 @@ PROBLEM: dict[str, Any] = {"description": "A problem document (RFC 9457) with a 
 # A client-facing detail for failures whose real message is internal (logged, never sent).
 UNAVAILABLE_DETAIL = "the shard could not complete this request; nothing was changed, retry later"
 # Failures of a connection to Postgres or Redis (or of a pool's deadline) under a route that reads
-# them directly: an outage, answered like one (503 + Retry-After), not a bug (500).
+# them directly: an outage, answered like one (503 + Retry-After), not a bug (500). Which driver
+# errors mean "Postgres is not reachable" is for shards/ to say (`shards.pools.CONNECTION_ERRORS`).
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (
-    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-    asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.OperatorInterventionError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+    OSError, TimeoutError, *DATABASE_CONNECTION_ERRORS, redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
 )
 
 TITLES: dict[str, str] = {

@@ -128,8 +128,7 @@ def _actor_probe(runtime: Runtime, shard_id: int) -> Callable[[], Awaitable[Any]
 
 def _postgres_probe(runtime: Runtime, shard_id: int) -> Callable[[], Awaitable[Any]]:
     async def probe() -> Any:
-        pool = await runtime.pool(shard_id)
-        return await pool.fetchval("SELECT 1", timeout=runtime.settings.probe_timeout_s)
+        return await runtime.reads.probe(shard_id, runtime.settings.probe_timeout_s)
 
     return probe
 

@@ -1,4 +1,5 @@
-"""The router process's connections: Ray (shard actor handles), Postgres pools, Redis.
+"""The router process's connections: Ray (shard actor handles), Postgres pools (`shards/pools.py`)
+and the direct reads over them (`shards/queries.py`), Redis.
 
 One `Runtime` per worker process, created at start-up and closed at shutdown. Every connection is
 made lazily and re-made after failure, so a worker that starts while a dependency is down becomes
@@ -11,25 +12,24 @@ import asyncio
 import logging
 from typing import Any
 
-import asyncpg
 import redis.asyncio as aioredis
 
 from cluster.settings import Settings
 from cluster.signals import python_handlers, restore
+from shards.pools import ShardPools
+from shards.queries import ReadQueries
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "ticketing"
-PG_POOL_SIZE_MIN = 1
-PG_POOL_INACTIVE_CONNECTION_LIFETIME_S = 60.0
 
 
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.shard_map = settings.shard_map()
-        self._pools: dict[int, asyncpg.Pool] = {}
-        self._pool_lock = asyncio.Lock()
+        self.databases = ShardPools(settings.pg_dsns, settings.db_pool_size_max, settings.db_call_timeout_s)
+        self.reads = ReadQueries(self.databases.pool)
         self._actors: dict[int, Any] = {}
         self._ray_ready = False
         self.redis: aioredis.Redis | None = None
@@ -45,9 +45,7 @@ class Runtime:
         await self.ensure_ray()
 
     async def close(self) -> None:
-        for pool in self._pools.values():
-            pool.terminate()
-        self._pools.clear()
+        self.databases.terminate()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -94,23 +92,3 @@ class Runtime:
 
     def forget_actor(self, shard_id: int) -> None:
         self._actors.pop(shard_id, None)
-
-    # Postgres -------------------------------------------------------------------------------------
-
-    async def pool(self, shard_id: int) -> asyncpg.Pool:
-        pool = self._pools.get(shard_id)
-        if pool is not None:
-            return pool
-        async with self._pool_lock:
-            pool = self._pools.get(shard_id)
-            if pool is None:
-                pool = await asyncpg.create_pool(
-                    self.settings.pg_dsns[shard_id],
-                    min_size=PG_POOL_SIZE_MIN,
-                    max_size=self.settings.db_pool_size_max,
-                    timeout=self.settings.db_call_timeout_s,
-                    command_timeout=self.settings.db_call_timeout_s,
-                    max_inactive_connection_lifetime=PG_POOL_INACTIVE_CONNECTION_LIFETIME_S,
-                )
-                self._pools[shard_id] = pool
-        return pool

@@ -10,15 +10,13 @@ starved by 100 stuck rows).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
-import asyncpg
+from shards.pools import QUERY_ERRORS, PoolOf
 
 Cursor = tuple[datetime, UUID]
-PoolOf = Callable[[int], Awaitable[asyncpg.Pool]]
 
 
 class QueryFailed(Exception):
@@ -70,7 +68,7 @@ class CheckoutQueries:
         try:
             pool = await self._pool_of(shard_id)
             return list(await pool.fetch(query, *arguments, timeout=self._timeout_s))
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
+        except QUERY_ERRORS as error:
             raise QueryFailed(f"shard {shard_id} database: {type(error).__name__}") from error
 
     async def order_charge(self, shard_id: int, order_id: UUID) -> PaymentRow | None:

@@ -17,6 +17,6 @@ __all__ = ["CheckoutRequest", "CheckoutService", "RefundRequest", "Unsettled", "
 def build_checkout_service(runtime: Runtime, shard_client: ShardClient, gateway: PaymentGateway,
                            settings: Settings) -> CheckoutService:
     """The deployment's service: its shard client, its gateway and the shards' payment history."""
-    queries = CheckoutQueries(runtime.pool, settings.db_call_timeout_s)
+    queries = CheckoutQueries(runtime.databases.pool, settings.db_call_timeout_s)
     return CheckoutService(shard_client, gateway, queries, gateway_name=settings.payment_gateway,
                            retry_after_s=settings.retry_after_s)
