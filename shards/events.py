@@ -12,8 +12,6 @@ EVENT_COLUMNS = ("event_id", "slot", "organizer_id", "title", "category", "descr
                  "seat_count", "created_at")
 SECTION_COLUMNS = ("event_id", "section_id", "position", "name", "kind", "capacity", "price_cents",
                    "first_seat_no", "rows", "blocked_seat_nos")
-JSON_COLUMNS = frozenset({"venue", "queue", "sale_windows", "rows"})
-
 
 JSONB_BINARY_VERSION = b"\x01"
 

@@ -28,7 +28,3 @@ async def take_lease(
             shard_id, holder, force_epoch)
     return int(epoch)
 
-
-async def current_epoch(connection: asyncpg.Connection, shard_id: int) -> int | None:
-    value = await connection.fetchval("SELECT epoch FROM shard_lease WHERE shard_id = $1", shard_id)
-    return None if value is None else int(value)
