@@ -1,9 +1,9 @@
 """Applying one call's requests to a shard's state, synchronously: no await between check and mutation.
 
 Most requests are the core's own commands (`actors.inventory.commands`) and go straight to
-`ShardInventory.apply`. The shell's requests (`actors.protocol`) are unwrapped or handled here:
-event admin (`actors.event_admin`), checkout's money records (`actors.payments`) and the queue
-gate. The actor commits what this returns (`actors.actor`).
+`ShardInventory.apply`. The shell's requests (`actors.protocol`) are handled or unwrapped here:
+event admin (`actors.event_admin`) and checkout's money records (`actors.payments`). The actor
+commits what this returns (`actors.actor`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import logging
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +26,6 @@ from actors.payments import checkout_outcome
 from actors.protocol import (
     CompleteCheckout,
     CreateEvent,
-    QueueGate,
-    QueueRequired,
     RecordPayment,
     RefundPaidOrder,
     ShellOutcome,
@@ -38,7 +36,7 @@ from actors.protocol import (
 log = logging.getLogger(__name__)
 
 # Requests the shell handles itself (or unwraps) before the core; everything else is the core's.
-SHELL_REQUESTS = frozenset({CreateEvent, UpdateEvent, CompleteCheckout, RecordPayment, RefundPaidOrder, QueueGate})
+SHELL_REQUESTS = frozenset({CreateEvent, UpdateEvent, CompleteCheckout, RecordPayment, RefundPaidOrder})
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +68,7 @@ def apply_all(state: ShardState, rules: ApplyRules, requests: list[Any], now_s: 
     try:
         for request in requests:
             append(core_apply(request, now_s) if type(request) not in SHELL_REQUESTS
-                   else _apply_shell(state, rules, core_apply, request, now_s))
+                   else _apply_shell(state, rules, request, now_s))
     except InvariantViolation:
         log.critical("invariant broken in shard %s: exiting so Ray restarts and recovery rebuilds", rules.shard_id,
                      exc_info=True)
@@ -80,18 +78,12 @@ def apply_all(state: ShardState, rules: ApplyRules, requests: list[Any], now_s: 
     return outcomes
 
 
-def _apply_shell(state: ShardState, rules: ApplyRules, core_apply: Callable[[Any, float], Outcome], request: Any,
-                 now_s: float) -> Outcome | ShellOutcome:
+def _apply_shell(state: ShardState, rules: ApplyRules, request: Any, now_s: float) -> Outcome | ShellOutcome:
     kind = type(request)
     if kind is CreateEvent:
         return create_event(state, rules.slots, rules.event_seats_max, request, now_s)
     if kind is UpdateEvent:
         return update_event(state, request, now_s)
-    if kind is QueueGate:
-        command = request.command
-        if not request.admitted and state.catalog.queue_enabled(command.event_id):
-            return ShellOutcome(QueueRequired(command.event_id))
-        return core_apply(command, now_s)
     return checkout_outcome(state.inventory, request, now_s)
 
 

@@ -79,10 +79,6 @@ class Catalog:
     def __len__(self) -> int:
         return len(self._documents)
 
-    def queue_enabled(self, event_id: UUID) -> bool:
-        document = self._documents.get(event_id)
-        return document is not None and bool(document["queue"].get("enabled"))
-
     def seated_sections(self, event_id: UUID, section_id: str | None) -> list[str] | None:
         """Ids of the event's seated sections (only `section_id`'s, when given); None: no such event."""
         document = self._documents.get(event_id)

@@ -11,7 +11,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from actors.events import event_row, layout_of, section_rows, settings_of, windows_of
+from actors.events import event_row, layout_of, queue_required, section_rows, settings_of, windows_of
 from actors.inventory import ErrorCode, EventStatus, LayoutError, Rejection
 from actors.inventory.commands import ChangeEventStatus
 from actors.inventory.results import Outcome
@@ -84,6 +84,8 @@ def update_event(state: ShardState, request: UpdateEvent, now_s: float) -> Outco
     if request.sale_windows is not None:
         # Sale windows are event settings the core reads on every hold; they change only here.
         event.settings = dataclasses.replace(event.settings, sale_windows=windows_of(request.sale_windows))
+    if request.queue is not None:  # queue mode likewise (the core refuses holds without admission)
+        event.settings = dataclasses.replace(event.settings, queue_required=queue_required(request.queue))
     if fields:
         changes.append(EventFieldsChanged(request.event_id, fields))
     state.catalog.put(request.event_id, updated)

@@ -55,7 +55,12 @@ def settings_of(document: Mapping[str, Any]) -> EventSettings:
         per_person_limit=document.get("per_person_limit"),
         sale_windows=windows_of(document.get("sale_windows")),
         status=EventStatus(document.get("status", "on_sale")),
+        queue_required=queue_required(document.get("queue")),
     )
+
+
+def queue_required(queue: Mapping[str, Any] | None) -> bool:
+    return bool(queue and queue.get("enabled"))
 
 
 def event_row(event_id: UUID, slot: int, organizer_id: str, document: Mapping[str, Any], seat_count: int,

@@ -80,7 +80,7 @@ Query = GetEvent | GetAvailability | GetSeatMap | GetHold | GetOrder | GetTicket
 
 
 class ShellOutcome(NamedTuple):
-    """What a shell-level command (event admin, payments, the queue gate) decided: like the core's
+    """What a shell-level command (event admin, payments) decided: like the core's
     `Outcome`, with results and changes of the shell's own types."""
 
     result: Any
@@ -121,24 +121,6 @@ class AvailabilityView(NamedTuple):
     event_id: UUID
     currency: str
     sections: tuple[Any, ...]  # actors.inventory.results.SectionAvailability
-
-
-@dataclass(frozen=True, slots=True)
-class QueueGate:
-    """A hold command with the router's verdict on the buyer's queue token.
-
-    The actor knows whether the event is in queue mode; the router knows whether the buyer holds
-    a valid admission token for it. A hold on a queue-mode event without one is refused.
-    """
-
-    command: Any
-    admitted: bool
-
-
-class QueueRequired(NamedTuple):
-    """The event is in queue mode and the buyer brought no valid admission token (403)."""
-
-    event_id: UUID
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,10 +174,7 @@ class Ack(NamedTuple):
 
 
 def core_command(request: Any) -> Any:
-    """The inventory command inside a shell wrapper (QueueGate, CompleteCheckout, RefundPaidOrder), or
-    the request."""
-    if isinstance(request, QueueGate):
-        return request.command
+    """The inventory command inside a shell wrapper (CompleteCheckout, RefundPaidOrder), or the request."""
     if isinstance(request, CompleteCheckout):
         return request.confirm
     if isinstance(request, RefundPaidOrder):

@@ -3,7 +3,7 @@
 Ray pickles whatever an actor call carries. The core's commands are frozen slotted dataclasses
 with UUID fields, and pickling one of those costs ~6 µs each way (dataclass state restored in
 Python, UUIDs through `__reduce__`), against ~0.25 µs for a tuple of bytes, str and int
-(measured, batches of 64). So the hot messages — hold commands, the queue gate, hold views and
+(measured, batches of 64). So the hot messages — hold commands, hold views and
 rejections — travel as tagged tuples of primitives; anything else travels as itself (tag 0).
 
 A whole batch then crosses Ray as **one bytes object**, pickled here with the C pickler. Ray's
@@ -29,10 +29,9 @@ from actors.inventory.commands import HoldBestAvailable, HoldGeneralAdmission, H
 from actors.inventory.errors import ErrorCode
 from actors.inventory.holds import HoldStatus
 from actors.inventory.results import HoldView, Rejection
-from actors.protocol import QueueGate
 from shards.writer import interned_pg_uuid
 
-AS_IS, GA, SEATS, BEST, GATE, HOLD_VIEW, REJECTION = range(7)
+AS_IS, GA, SEATS, BEST, HOLD_VIEW, REJECTION = range(6)
 PICKLE_PROTOCOL = 5
 
 _new_object = object.__new__
@@ -48,7 +47,7 @@ _ERROR_CODE = {code.value: code for code in ErrorCode}
 _set_uuid_int = uuid.UUID.__dict__["int"].__set__
 _set_uuid_safe = uuid.UUID.__dict__["is_safe"].__set__
 _GA_SETTERS = tuple(HoldGeneralAdmission.__dict__[name].__set__ for name in (
-    "event_id", "user_id", "hold_id", "section_id", "quantity", "presale_code", "idempotency_key"))
+    "event_id", "user_id", "hold_id", "section_id", "quantity", "presale_code", "idempotency_key", "queue_admitted"))
 # Ids in *commands* are decoded as asyncpg's UUID, a C subclass of uuid.UUID (equal, same hash,
 # same str and repr, so the core and the idempotency fingerprint cannot tell): built in 0.07 µs
 # instead of 0.24, its hash cached, and asyncpg writes it with a memcpy where a uuid.UUID costs a
@@ -75,7 +74,7 @@ def _event_uuid(data: bytes) -> uuid.UUID:
 def _hold_general_admission(wire: tuple[Any, ...]) -> HoldGeneralAdmission:
     """HoldGeneralAdmission(...) from its wire tuple, field by field through the slot setters."""
     command = _new_object(HoldGeneralAdmission)
-    event_id, user_id, hold_id, section_id, quantity, presale_code, idempotency_key = _GA_SETTERS
+    event_id, user_id, hold_id, section_id, quantity, presale_code, idempotency_key, queue_admitted = _GA_SETTERS
     event_id(command, _event_uuid(wire[1]))
     user_id(command, wire[2])
     hold_id(command, PgUUID(wire[3]))
@@ -83,6 +82,7 @@ def _hold_general_admission(wire: tuple[Any, ...]) -> HoldGeneralAdmission:
     quantity(command, wire[5])
     presale_code(command, wire[6])
     idempotency_key(command, wire[7])
+    queue_admitted(command, wire[8])
     return command
 
 
@@ -90,15 +90,14 @@ def encode_request(request: Any) -> tuple[Any, ...]:
     kind = type(request)
     if kind is HoldGeneralAdmission:
         return (GA, request.event_id.bytes, request.user_id, request.hold_id.bytes, request.section_id,
-                request.quantity, request.presale_code, request.idempotency_key)
+                request.quantity, request.presale_code, request.idempotency_key, request.queue_admitted)
     if kind is HoldSeats:
         return (SEATS, request.event_id.bytes, request.user_id, request.hold_id.bytes, request.seats,
-                request.presale_code, request.idempotency_key)
+                request.presale_code, request.idempotency_key, request.queue_admitted)
     if kind is HoldBestAvailable:
         return (BEST, request.event_id.bytes, request.user_id, request.hold_id.bytes, request.section_id,
-                request.quantity, request.adjacent, request.presale_code, request.idempotency_key)
-    if kind is QueueGate:
-        return (GATE, request.admitted, encode_request(request.command))
+                request.quantity, request.adjacent, request.presale_code, request.idempotency_key,
+                request.queue_admitted)
     return (AS_IS, request)
 
 
@@ -107,12 +106,10 @@ def decode_request(wire: tuple[Any, ...]) -> Any:
     if tag == GA:
         return _hold_general_admission(wire)
     if tag == SEATS:
-        return HoldSeats(_event_uuid(wire[1]), wire[2], PgUUID(wire[3]), wire[4], wire[5], wire[6])
+        return HoldSeats(_event_uuid(wire[1]), wire[2], PgUUID(wire[3]), wire[4], wire[5], wire[6], wire[7])
     if tag == BEST:
         return HoldBestAvailable(_event_uuid(wire[1]), wire[2], PgUUID(wire[3]), wire[4], wire[5], wire[6], wire[7],
-                                 wire[8])
-    if tag == GATE:
-        return QueueGate(decode_request(wire[2]), wire[1])
+                                 wire[8], wire[9])
     return wire[1]
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from actors.inventory.commands import HoldBestAvailable, HoldGeneralAdmission, HoldSeats, ReleaseHold
 from actors.inventory.results import HoldView
-from actors.protocol import GetHold, QueueGate
+from actors.protocol import GetHold
 from router.auth import BUYERS, authorize
 from router.deps import call_shard, client_of, idempotency_key, parse_body, settings_of, shard_of_entity
 from router.errors import PROBLEM, ApiError
@@ -23,15 +23,19 @@ router = APIRouter(tags=["holds"])
 QUEUE_TOKEN_HEADER = "x-queue-token"
 
 
-def _command(body: HoldCreate, user_id: str, key: str | None) -> HoldSeats | HoldGeneralAdmission | HoldBestAvailable:
+def _command(body: HoldCreate, user_id: str, key: str | None, admitted: bool
+             ) -> HoldSeats | HoldGeneralAdmission | HoldBestAvailable:
+    """The core's hold command; `admitted`: the buyer brought a valid waiting-room token (the core
+    refuses holds on queue-mode events without one)."""
     hold_id = new_id(slot_of(body.event_id))
     if body.seats is not None:
-        return HoldSeats(body.event_id, user_id, hold_id, tuple(body.seats), body.presale_code, key)
+        return HoldSeats(body.event_id, user_id, hold_id, tuple(body.seats), body.presale_code, key, admitted)
     assert body.section is not None and body.quantity is not None
     if body.best_available:
         return HoldBestAvailable(body.event_id, user_id, hold_id, body.section, body.quantity, body.adjacent,
-                                 body.presale_code, key)
-    return HoldGeneralAdmission(body.event_id, user_id, hold_id, body.section, body.quantity, body.presale_code, key)
+                                 body.presale_code, key, admitted)
+    return HoldGeneralAdmission(body.event_id, user_id, hold_id, body.section, body.quantity, body.presale_code, key,
+                                admitted)
 
 
 @router.post("/v1/holds", status_code=201, summary="Hold seats or GA tickets for a few minutes (buyer)",
@@ -48,7 +52,7 @@ async def create_hold(request: Request) -> JSONBody:
         raise ApiError(422, "VALIDATION_ERROR", f"quantity must be between 1 and {settings.hold_quantity_max}")
     tokens = request.app.state.queue_tokens
     admitted = tokens.admits(request.headers.get(QUEUE_TOKEN_HEADER), principal.user_id, body.event_id)
-    command = QueueGate(_command(body, principal.user_id, key), admitted)
+    command = _command(body, principal.user_id, key, admitted)
     shard_id = client_of(request).shard_map.shard_of(body.event_id)
     reply = await call_shard(request, shard_id, command, retryable=key is not None)
     hold = expect(reply, HoldView, "EVENT_NOT_FOUND", settings.retry_after_s)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from actors.inventory.results import HoldView, OrderView, Rejection, TicketView
-from actors.protocol import AvailabilityView, QueueRequired, Refused, SeatMapView, Unavailable
+from actors.protocol import AvailabilityView, Refused, SeatMapView, Unavailable
 from router.errors import UNAVAILABLE_DETAIL, ApiError
 
 REASON_CHARS_MAX = 500  # of an internal failure message kept for the log
@@ -76,9 +76,6 @@ def expect(reply: Any, kind: type | tuple[type, ...], missing_code: str, retry_a
         raise ApiError(422 if reply.code == "VALIDATION_ERROR" else 500, reply.code, reply.detail)
     if isinstance(reply, Unavailable):
         raise unavailable_error(reply.reason, retry_after_s)
-    if isinstance(reply, QueueRequired):
-        raise ApiError(403, "QUEUE_TOKEN_REQUIRED", "this event admits buyers through its waiting room: "
-                       "join the queue and send the admission token as X-Queue-Token")
     if reply is None:
         status, code = REJECTION_STATUS.get(missing_code, (404, missing_code))
         raise ApiError(status, code, "not found")

@@ -28,6 +28,8 @@ class HoldSeats:
     seats: tuple[str, ...]
     presale_code: str | None = None
     idempotency_key: str | None = None
+    # The router checked the buyer's waiting-room admission token (queue-mode events need one).
+    queue_admitted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,8 @@ class HoldGeneralAdmission:
     quantity: int
     presale_code: str | None = None
     idempotency_key: str | None = None
+    # The router checked the buyer's waiting-room admission token (queue-mode events need one).
+    queue_admitted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,8 @@ class HoldBestAvailable:
     adjacent: bool = False
     presale_code: str | None = None
     idempotency_key: str | None = None
+    # The router checked the buyer's waiting-room admission token (queue-mode events need one).
+    queue_admitted: bool = False
 
 
 @dataclass(frozen=True, slots=True)

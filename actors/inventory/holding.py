@@ -56,7 +56,8 @@ _SEATS = HoldKind.SEATS
 def hold_seats(event: EventInventory, command: HoldSeats, now_s: float, hold_items_max: int) -> Placed:
     """All or nothing: any unavailable seat and nothing is held; the rejection names them all."""
     labels = command.seats
-    admitted = _admit(event, command.user_id, len(labels), command.presale_code, now_s, hold_items_max)
+    admitted = _admit(event, command.user_id, len(labels), command.presale_code, command.queue_admitted, now_s,
+                      hold_items_max)
     if isinstance(admitted, Rejection):
         return admitted
     seat_nos = tuple(map(event.layout.parse_label, labels))
@@ -80,7 +81,8 @@ def hold_pool(event: EventInventory, command: HoldGeneralAdmission, now_s: float
     if pool is None or pool.kind is SectionKind.SEATED:
         return Rejection(ErrorCode.VALIDATION_ERROR, f"no GA pool {command.section_id!r}")
     quantity = command.quantity
-    admitted = _admit(event, command.user_id, quantity, command.presale_code, now_s, hold_items_max)
+    admitted = _admit(event, command.user_id, quantity, command.presale_code, command.queue_admitted, now_s,
+                      hold_items_max)
     if isinstance(admitted, Rejection):
         return admitted
     index = pool.index
@@ -112,7 +114,8 @@ def hold_best(event: EventInventory, command: HoldBestAvailable, now_s: float, h
     if section is None or section.kind is not SectionKind.SEATED:
         return Rejection(ErrorCode.VALIDATION_ERROR, f"no seated section {command.section_id!r}")
     quantity = command.quantity
-    admitted = _admit(event, command.user_id, quantity, command.presale_code, now_s, hold_items_max)
+    admitted = _admit(event, command.user_id, quantity, command.presale_code, command.queue_admitted, now_s,
+                      hold_items_max)
     if isinstance(admitted, Rejection):
         return admitted
     available = event.available(section)
@@ -136,6 +139,7 @@ def _admit(
     user_id: str,
     quantity: int,
     presale_code: str | None,
+    queue_admitted: bool,
     now_s: float,
     hold_items_max: int,
 ) -> tuple[bytes, int] | Rejection:
@@ -147,6 +151,9 @@ def _admit(
     if not 1 <= quantity <= hold_items_max:
         return Rejection(ErrorCode.VALIDATION_ERROR, f"a hold takes 1 to {hold_items_max} items")
     settings = event.settings
+    if settings.queue_required and not queue_admitted:
+        return Rejection(ErrorCode.QUEUE_TOKEN_REQUIRED, "this event admits buyers through its waiting room: "
+                         "join the queue and send the admission token as X-Queue-Token")
     # sale_rejection answers None for an on-sale event without windows; skip the call then.
     if settings.sale_windows or settings.status is not EventStatus.ON_SALE:
         sale_error = sale_rejection(settings, now_s, presale_code)

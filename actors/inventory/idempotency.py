@@ -43,9 +43,10 @@ class Recorded(NamedTuple):
 
 
 def fingerprint(command: UserCommand) -> bytes:
-    """A digest of the request without the ids the caller generated (a retry brings new ones)
-    and without the key itself."""
-    skipped = {"idempotency_key", *command.generated_ids}
+    """A digest of the request without the ids the caller generated (a retry brings new ones),
+    without the key itself, and without the waiting room's verdict (a retry may bring a fresh
+    admission token: the request is the same)."""
+    skipped = {"idempotency_key", "queue_admitted", *command.generated_ids}
     body = tuple(
         (field.name, getattr(command, field.name)) for field in dataclasses.fields(command) if field.name not in skipped
     )

@@ -37,6 +37,8 @@ class EventSettings:
     per_person_limit: int | None = None
     sale_windows: tuple[SaleWindow, ...] = ()
     status: EventStatus = EventStatus.ON_SALE
+    # Queue mode: a hold needs the waiting room's admission (`queue_admitted` on the command).
+    queue_required: bool = False
 
     def __post_init__(self) -> None:
         if self.hold_seconds <= 0:

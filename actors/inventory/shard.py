@@ -64,6 +64,9 @@ _NOT_FOUND = -1
 # expire_due pops this many due holds one by one before it sorts the heap instead (_pop_due).
 _POPS_BEFORE_SORT = 256
 _new = tuple.__new__
+# Rejections not recorded under the command's idempotency key: a retry must be decided anew, since
+# what refused it may be over (the event created by then; the buyer admitted from the queue).
+_UNRECORDED = frozenset({ErrorCode.EVENT_NOT_FOUND, ErrorCode.QUEUE_TOKEN_REQUIRED})
 _H = TypeVar("_H", HoldSeats, HoldGeneralAdmission, HoldBestAvailable)
 
 
@@ -197,7 +200,7 @@ class ShardInventory:
             return Outcome(recorded.result, (), replayed=True)
         outcome = handler(command, now_s)
         result = outcome.result
-        if isinstance(result, Rejection) and result.code is ErrorCode.EVENT_NOT_FOUND:
+        if isinstance(result, Rejection) and result.code in _UNRECORDED:
             return outcome
         self.idempotency.record(command.user_id, key, Recorded(request, result, now_s))
         return Outcome(result, (*outcome.changes, IdempotencyRecorded(command.user_id, key, request, result, now_s)))

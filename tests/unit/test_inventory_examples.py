@@ -338,3 +338,22 @@ def test_key_memory_is_bounded_by_count_and_forgets_only_what_postgres_purged() 
     assert cache.forget_before(0.0) == 0 and not cache.complete  # Postgres may still hold "a" (recorded at 0.0)
     assert cache.forget_before(2.5) == 2 and cache.complete
     assert cache.lookup("user-b", "b") is None and cache.lookup("user-d", "d") is not None
+
+
+# --- queue mode ---------------------------------------------------------------------------------
+
+
+def test_queue_mode_refuses_holds_without_admission_and_a_keyed_retry_with_it_succeeds() -> None:
+    """The whole hold rule is the core's: a queue-mode event refuses a hold the waiting room did
+    not admit (403 QUEUE_TOKEN_REQUIRED), before any other check but the request's own validity.
+    The refusal is not recorded under the key, so the same request retried with an admission
+    token is decided anew (the admission is not part of the request's fingerprint)."""
+    inventory = shard(queue_required=True)
+    refused = inventory.apply(HoldGeneralAdmission(EVENT, "ana", new_id(), "floor", 2, None, "k1"), 0.0)
+    assert code(refused) is ErrorCode.QUEUE_TOKEN_REQUIRED and refused.changes == ()
+    admitted = inventory.apply(HoldGeneralAdmission(EVENT, "ana", new_id(), "floor", 2, None, "k1", True), 0.0)
+    assert isinstance(admitted.result, HoldView)
+    replay = inventory.apply(HoldGeneralAdmission(EVENT, "ana", new_id(), "floor", 2, None, "k1", False), 1.0)
+    assert replay.replayed and replay.result == admitted.result  # the admitted hold, not a refusal
+    assert code(inventory.apply(HoldSeats(EVENT, "ben", new_id(), ("A-1-1",)), 0.0)) is ErrorCode.QUEUE_TOKEN_REQUIRED
+    assert isinstance(shard().apply(HoldSeats(EVENT, "ben", new_id(), ("A-1-1",)), 0.0).result, HoldView)

@@ -11,7 +11,7 @@ from actors.inventory.commands import CheckIn, HoldBestAvailable, HoldGeneralAdm
 from actors.inventory.errors import ErrorCode
 from actors.inventory.holds import HoldStatus
 from actors.inventory.results import HoldItem, HoldView, Rejection
-from actors.protocol import GetAvailability, QueueGate, Unavailable
+from actors.protocol import GetAvailability, Unavailable
 from actors.wire import decode_replies, decode_requests, encode_replies, encode_requests
 
 pytestmark = pytest.mark.unit
@@ -24,7 +24,7 @@ def test_requests_round_trip() -> None:
         HoldGeneralAdmission(EVENT, "u1", uuid.uuid4(), "floor", 2, None, "k1"),
         HoldSeats(EVENT, "u2", uuid.uuid4(), ("A-1-1", "A-1-2"), "FANCLUB", None),
         HoldBestAvailable(EVENT, "u3", uuid.uuid4(), "A", 4, True, None, "k3"),
-        QueueGate(HoldGeneralAdmission(EVENT, "u4", uuid.uuid4(), "floor", 1, None, None), False),
+        HoldGeneralAdmission(EVENT, "u4", uuid.uuid4(), "floor", 1, None, None, True),
         CheckIn(uuid.uuid4(), "north"),
         GetAvailability(EVENT),
     ]
