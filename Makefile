@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The mypyc-compiled inventory core (cluster/native.py). Rebuilt whenever a core module changes;
+# The mypyc-compiled inventory core (cluster/native.py). Rebuilt whenever a core module (or the
+# build script) changes;
 # without a C compiler the manifest records why and the core runs interpreted.
 NATIVE := build/native/actors/inventory/MANIFEST.json
 
@@ -23,5 +24,5 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-$(NATIVE): $(STAMP) $(wildcard actors/inventory/*.py)
+$(NATIVE): $(STAMP) $(wildcard actors/inventory/*.py) cluster/native.py
 	$(BIN)/python -m cluster.native

@@ -111,7 +111,7 @@ def format_status(status: dict[str, Any]) -> str:
              "shard  slots    actor                                 database"]
     for shard in status["shards"]:
         actor, database = shard["actor"], shard["database"]
-        core = str(actor.get("core", "?")).split(":")[0]  # compiled or interpreted (actors/inventory/native.py)
+        core = str(actor.get("core", "?")).split(":")[0]  # compiled or interpreted (cluster/native.py)
         actor_text = f"up pid {actor.get('pid')} ({core} core)" if actor["up"] else "DOWN"
         database_text = (f"up schema v{database.get('schema_version')} epoch {database.get('lease_epoch')}"
                          if database["up"] else "DOWN " + database.get("error", ""))

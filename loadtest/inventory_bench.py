@@ -12,7 +12,7 @@ Ray, Postgres and other test runs, and time spent descheduled is not the core's 
 garbage collector stays on, as in the actor.
 
 The first line says which build of the core ran (``core=compiled`` when ``make`` built the mypyc
-modules, see actors/inventory/native.py). ``--compare-interpreted`` runs every benchmark in child
+modules, see cluster/native.py). ``--compare-interpreted`` runs every benchmark in child
 processes, compiled and interpreted (``TICKETING_NATIVE_CORE=0``) alternately, ``--repeat`` rounds,
 and prints the best of each and their ratio.
 """
@@ -28,7 +28,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
-import actors.inventory
 from actors.inventory.commands import (
     BeginCheckout,
     Command,
@@ -40,6 +39,7 @@ from actors.inventory.commands import (
 from actors.inventory.layout import GeneralAdmissionSpec, Layout, RowSpec, SeatedSectionSpec
 from actors.inventory.sales import EventSettings
 from actors.inventory.shard import ShardInventory
+from cluster.native import CORE_STATUS
 from cluster.settings import ShardBounds
 
 ROW_SEATS = 100
@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if arguments.compare_interpreted:
         compare_interpreted(arguments)
         return
-    print("core=" + ("compiled" if actors.inventory.NATIVE else "interpreted"), flush=True)
+    print("core=" + ("compiled" if CORE_STATUS.compiled else "interpreted"), flush=True)
     for name in arguments.only or BENCHMARKS:
         best = max(BENCHMARKS[name](arguments.seats, arguments.operations) for _ in range(arguments.repeat))
         print(f"{name}_ops_per_s={best:,.0f}", flush=True)

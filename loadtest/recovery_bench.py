@@ -201,9 +201,9 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="join this running deployment instead of starting one")
     args = parser.parse_args()
 
-    import actors.inventory
+    from cluster.native import CORE_STATUS
 
-    core = getattr(actors.inventory, "NATIVE_STATUS", "interpreted")  # compiled or not: see actors/inventory/native.py
+    core = CORE_STATUS.detail  # compiled or not: see cluster/native.py
     print(f"# loadavg before: {os.getloadavg()}; inventory core: {core}", flush=True)
     with bench_environment(args.data_dir) as env:
         handle = start_actor(env.dsn)

@@ -11,13 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-import actors.inventory
+from cluster.native import CORE_STATUS
 from tests.harness import RunningCluster, down, start_cluster
 
 
 def pytest_report_header() -> str:
-    """Which build of the inventory core this run tests (actors/inventory/native.py)."""
-    return f"inventory core: {actors.inventory.NATIVE_STATUS}"
+    """Which build of the inventory core this run tests (cluster/native.py)."""
+    return f"inventory core: {CORE_STATUS.detail}"
 
 
 @pytest.fixture(scope="session")

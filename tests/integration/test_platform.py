@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
-import actors.inventory
+from cluster.native import CORE_STATUS
 from router.auth import issue_token
 from shards.migrate import load_migrations
 from tests.harness import RunningCluster
@@ -77,7 +77,7 @@ def test_migrate_command_is_idempotent(cluster: RunningCluster) -> None:
 
 def test_status_command_reports_healthy(cluster: RunningCluster) -> None:
     """Every shard is up, and runs the same build of the core as this test process."""
-    expected_core = "compiled" if actors.inventory.NATIVE else "interpreted"
+    expected_core = "compiled" if CORE_STATUS.compiled else "interpreted"
     result = subprocess.run(
         [sys.executable, "-m", "cluster.cli", "status", "--data-dir", str(cluster.data_dir)],
         capture_output=True, text=True, timeout=120, check=False,
