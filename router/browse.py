@@ -38,8 +38,9 @@ from shards.queries import EventListQuery
 
 log = logging.getLogger(__name__)
 
-# Listing bounds. The page maximum is the `events_page_max` setting; these are candidates for
-# settings too (see the report in docs/browse-and-stream.md).
+# The listing's request format, published in the OpenAPI document: changing one is an API change,
+# not a deployment's tuning (docs/browse-and-stream.md "Bounds"). The page maximum is the
+# `events_page_max` setting.
 EVENTS_PAGE_DEFAULT = 20
 EVENTS_QUERY_CHARS_MAX = 100
 EVENTS_FILTER_CHARS_MAX = 100
