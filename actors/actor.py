@@ -39,7 +39,7 @@ from actors.applying import ApplyRules, apply_all, event_of
 from actors.catalog import ShardState
 from actors.committer import CommitFailed, Entry, GroupCommitter
 from actors.ended_holds import answer_ended_holds
-from actors.inventory import NATIVE, NATIVE_STATUS, ShardInventory
+from actors.inventory import ShardInventory
 from actors.inventory.changes import IdempotencyRecorded
 from actors.inventory.results import Outcome
 from actors.isolation import ApplyCrashed, PoisonIsolation
@@ -49,9 +49,10 @@ from actors.reads import answer_query
 from actors.recording import record_outcomes
 from actors.restore import load_keys, restore_shard
 from actors.wire import decode_requests, encode_replies
+from cluster.native import CORE_STATUS
 from cluster.settings import ShardBounds
 from shards.lookup import DurableLookup, LookupFailed, PurgeInterrupted
-from shards.store import DATABASE_ERRORS, PostgresShardStore, ShardStore, StoreFactory
+from shards.store import DATABASE_ERRORS, PostgresShardStore, ShardStore, StoreBounds, StoreFactory
 from shards.writer import Fenced
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class ShardActor:
         self.rules = ApplyRules(config.shard_id, frozenset(config.slots), config.bounds.event_seats_max,
                                 config.idempotency)
         self.state = ShardState(ShardInventory(config.bounds.inventory_limits()))
-        self.store: ShardStore = config.store(config.shard_id, config.dsn, config.bounds.store_bounds())
+        self.store: ShardStore = config.store(config.shard_id, config.dsn, StoreBounds.of(config.bounds))
         self.lookup: DurableLookup | None = None
         self.committer: GroupCommitter | None = None
         self.isolation: PoisonIsolation | None = None
@@ -160,7 +161,7 @@ class ShardActor:
         metrics.recovery_seconds.set(elapsed)
         metrics.recoveries.inc()
         metrics.epoch.set(state.epoch)
-        metrics.core_compiled.set(1 if NATIVE else 0)
+        metrics.core_compiled.set(1 if CORE_STATUS.compiled else 0)
         metrics.events.set(len(state.catalog))
         metrics.events_quarantined.set(len(state.quarantined))
         metrics.active_holds.set(state.inventory.live_hold_count())
@@ -437,7 +438,7 @@ class ShardActor:
                 "started_at": self.started_at, "epoch": state.epoch,
                 "ready": bool(self._ready and self._ready.is_set()), "events": len(state.catalog),
                 "quarantined_events": sorted(str(event_id) for event_id in state.quarantined),
-                "core": NATIVE_STATUS}
+                "core": CORE_STATUS.detail}
 
     async def slots(self) -> list[int]:
         return list(self.config.slots)

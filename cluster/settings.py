@@ -19,7 +19,6 @@ from shards.slots import SLOT_COUNT, ShardMap
 
 if TYPE_CHECKING:
     from actors.inventory import InventoryLimits
-    from shards.store import StoreBounds
 
 
 # Ceilings of a hold body (router/schemas.py): an absurd number is a schema error there, never
@@ -290,11 +289,3 @@ class ShardBounds:
 
         return InventoryLimits(hold_seats_max=self.hold_seats_max, hold_quantity_max=self.hold_quantity_max,
                                idempotency_keys_max=self.idempotency_keys_max, closed_holds_max=self.closed_holds_max)
-
-    def store_bounds(self) -> StoreBounds:
-        from shards.store import StoreBounds
-
-        return StoreBounds(db_call_timeout_s=self.db_call_timeout_s, db_pool_size_max=self.db_pool_size_max,
-                           recovery_timeout_s=self.recovery_timeout_s,
-                           durable_lookup_timeout_s=self.durable_lookup_timeout_s,
-                           idempotency_purge_batch_keys_max=self.idempotency_purge_batch_keys_max)

@@ -27,6 +27,7 @@ from uuid import UUID
 import asyncpg
 
 from actors.inventory.changes import IdempotencyRecorded
+from cluster.settings import ShardBounds
 from shards.codec import ResultCodec, core_result_codec
 from shards.events import configure_json
 from shards.lease import take_lease
@@ -48,6 +49,13 @@ class StoreBounds:
     recovery_timeout_s: float
     durable_lookup_timeout_s: float
     idempotency_purge_batch_keys_max: int
+
+    @classmethod
+    def of(cls, bounds: ShardBounds) -> StoreBounds:
+        return cls(db_call_timeout_s=bounds.db_call_timeout_s, db_pool_size_max=bounds.db_pool_size_max,
+                   recovery_timeout_s=bounds.recovery_timeout_s,
+                   durable_lookup_timeout_s=bounds.durable_lookup_timeout_s,
+                   idempotency_purge_batch_keys_max=bounds.idempotency_purge_batch_keys_max)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,13 +37,7 @@ Edge = tuple[str, str, int]  # importer, imported, line
 
 # Contracts broken by code outside this test's owner's files, with the imports that break them. Each
 # is a strict xfail: it fails again as soon as the contract holds, so the entry is removed then.
-KNOWN_BROKEN = {
-    "settings-importable-by-all": (
-        "cluster.settings imports shards.store (line 22 under TYPE_CHECKING, and in "
-        "ShardBounds.store_bounds), which brings asyncpg, shards.codec/events/lease/loader/lookup/writer "
-        "and actors.inventory.changes into the one module everyone imports; build StoreBounds in shards/ "
-        "from ShardBounds instead"),
-}
+KNOWN_BROKEN: dict[str, str] = {}
 
 
 def lint_imports_command() -> list[str]:
