@@ -2,7 +2,10 @@
 
 A token admits one user to one event until it expires. It is an HMAC-SHA256-signed, compact
 string, so every router worker verifies it without a round trip to Redis:
-``<base64url(event_id 16 bytes | expires_at uint32 | user_id utf-8)>.<base64url(mac)>``.
+``<base64url(event_id 16 bytes | expires_at uint32 | SHA-256(user_id) first 16 bytes)>.<base64url(mac)>``.
+A digest of the user id rather than the id itself: every token has the same length (92
+characters), whatever the id (a long non-ASCII subject once made tokens too long to be accepted),
+and a token does not show whom it admits.
 The key is derived with a fixed label from a secret of its own (``TICKETING_QUEUE_TOKEN_SECRET``,
 or ``<data>/secrets/queue_token_secret``, see `cluster/secrets.py`). It used to be derived from the
 JWT secret, which is empty when JWTs are verified with a public key: anyone could then mint
@@ -28,6 +31,7 @@ TOKEN_CHARS_MAX = 512
 # A security floor, not a tunable: 16 bytes of entropy at least; generated secrets are 32 random
 # bytes, base64url (43 characters).
 SECRET_BYTES_MIN = 16
+USER_DIGEST_BYTES = 16  # of SHA-256(user id): collisions need 2^64 work, and the MAC binds them anyway
 
 
 def _b64(data: bytes) -> str:
@@ -53,7 +57,7 @@ class QueueTokens:
 
     def issue(self, user_id: str, event_id: UUID, ttl_s: int, now_s: float | None = None) -> tuple[str, int]:
         expires_at = int((time.time() if now_s is None else now_s) + ttl_s)
-        payload = event_id.bytes + struct.pack(">I", expires_at) + user_id.encode()
+        payload = event_id.bytes + struct.pack(">I", expires_at) + _user_digest(user_id)
         mac = hmac.new(self.key, payload, hashlib.sha256).digest()
         return f"{_b64(payload)}.{_b64(mac)}", expires_at
 
@@ -68,5 +72,9 @@ class QueueTokens:
         if not hmac.compare_digest(hmac.new(self.key, payload, hashlib.sha256).digest(), mac) or len(payload) < 20:
             return False
         (expires_at,) = struct.unpack(">I", payload[16:20])
-        return (payload[:16] == event_id.bytes and payload[20:] == user_id.encode()
+        return (payload[:16] == event_id.bytes and hmac.compare_digest(payload[20:], _user_digest(user_id))
                 and (time.time() if now_s is None else now_s) < expires_at)
+
+
+def _user_digest(user_id: str) -> bytes:
+    return hashlib.sha256(user_id.encode()).digest()[:USER_DIGEST_BYTES]
