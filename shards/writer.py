@@ -6,9 +6,10 @@ simply be grouped by type either: within one batch a seat may be released by an 
 claimed by another hold, and a hold may be created and pinned. So `plan_batch` (pure) first folds
 the records into the *net effect per row*: rows that are new in this batch are inserted in their
 final state; rows that existed before are updated from the state the batch first saw to its final
-state. Every update is guarded by that prior state (``WHERE status = from_status``) and every new
-claim is a plain insert (the primary key refuses a double claim), so a database that disagrees
-with the actor's memory fails the transaction instead of being overwritten. `execute_plan` then
+state. Every update is guarded by that prior state (``WHERE status = from_status``; a seat claim by
+the hold, state and order the batch first saw; a GA pool by the counters it first saw) and every
+new claim is a plain insert (the primary key refuses a double claim), so a database that disagrees
+with the actor's memory fails the transaction (`Diverged`) instead of being overwritten. `execute_plan` then
 runs a fixed, small number of bulk statements (COPY or ``unnest`` arrays) after the lease check.
 The audit log keeps every transition, in order, not just the net effect.
 
@@ -51,6 +52,13 @@ EVENT_IDS_CACHED_MAX = 4096
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _HELD = "held"
+_SOLD = "sold"
+
+
+# A seat claim as a batch first saw it: (hold_id, state, order_id). The hold is None when a refund
+# releases the seat (the core does not keep an order's hold; the unique ``orders.hold_id`` makes
+# the order name the claim just as well).
+SeatClaim = tuple[UUID | None, str, UUID | None]
 
 
 class EventRowsCreated(NamedTuple):
@@ -187,8 +195,11 @@ class BatchPlan:
     ticket_updates: dict[int, list[Any]] = field(default_factory=dict)
     # (event_id, seat_no) → None when the seat ends the batch free, else (hold_id, state, order_id)
     seats: dict[tuple[UUID, int], tuple[UUID, str, UUID | None] | None] = field(default_factory=dict)
-    seats_existed: set[tuple[UUID, int]] = field(default_factory=set)
-    pools: dict[tuple[int, str], PoolCountersChanged] = field(default_factory=dict)  # the last per pool
+    # The seats whose claim existed before the batch → that claim as the batch first saw it,
+    # (hold_id, state, order_id); hold_id is None for a refund's release (the order names it).
+    seats_existed: dict[tuple[UUID, int], SeatClaim] = field(default_factory=dict)
+    pools: dict[tuple[int, str], PoolCountersChanged] = field(default_factory=dict)  # the last per pool ...
+    pools_first: dict[tuple[int, str], PoolCountersChanged] = field(default_factory=dict)  # ... and the first
     event_status: dict[UUID, tuple[str, str, float]] = field(default_factory=dict)
     checkins: list[tuple[UUID, UUID, str, float]] = field(default_factory=list)
     idempotency: list[IdempotencyRecorded] = field(default_factory=list)
@@ -219,12 +230,15 @@ def _transition(new_rows: dict[int, list[Any]], updates: dict[int, list[Any]], k
 
 
 def _fold_seats(plan: BatchPlan, event_id: UUID, seat_nos: Iterable[int],
-                state: tuple[UUID, str, UUID | None] | None, claim: bool) -> None:
+                state: tuple[UUID, str, UUID | None] | None, first_seen: SeatClaim | None) -> None:
+    """`first_seen` is the claim a sale or release expects to find (None for a new claim): kept for
+    a seat the batch has not touched yet, as the guard of its UPDATE or DELETE."""
+    seats = plan.seats
     for seat_no in seat_nos:
         key = (event_id, seat_no)
-        if key not in plan.seats and not claim:
-            plan.seats_existed.add(key)
-        plan.seats[key] = state
+        if first_seen is not None and key not in seats:
+            plan.seats_existed[key] = first_seen
+        seats[key] = state
 
 
 def plan_batch(changes: Iterable[Any]) -> BatchPlan:  # noqa: C901 — one flat dispatch over record types
@@ -235,18 +249,25 @@ def plan_batch(changes: Iterable[Any]) -> BatchPlan:  # noqa: C901 — one flat 
         if kind is HoldCreated:
             _fold_hold_created(plan, change)
         elif kind is PoolCountersChanged:
-            plan.pools[(change.event_id.int, change.section_id)] = change
+            key = (change.event_id.int, change.section_id)
+            if key not in plan.pools:
+                plan.pools_first[key] = change
+            plan.pools[key] = change
         elif kind is HoldStatusChanged:
             _transition(plan.new_holds, plan.hold_updates, change.hold_id, change.from_status, change.to_status,
                         change.at_s)
             audit.append((change.event_id, change.actor, "hold", change.hold_id, change.from_status,
                           change.to_status, change.at_s))
         elif kind is SeatsClaimed:
-            _fold_seats(plan, change.event_id, change.seat_nos, (change.hold_id, "held", None), claim=True)
+            _fold_seats(plan, change.event_id, change.seat_nos, (change.hold_id, _HELD, None), None)
         elif kind is SeatsSold:
-            _fold_seats(plan, change.event_id, change.seat_nos, (change.hold_id, "sold", change.order_id), claim=False)
+            hold_id = change.hold_id
+            _fold_seats(plan, change.event_id, change.seat_nos, (hold_id, _SOLD, change.order_id),
+                        (hold_id, _HELD, None))
         elif kind is SeatsReleased:
-            _fold_seats(plan, change.event_id, change.seat_nos, None, claim=False)
+            order_id = change.order_id
+            _fold_seats(plan, change.event_id, change.seat_nos, None,
+                        (change.hold_id, _HELD if order_id is None else _SOLD, order_id))
         elif kind is OrderCreated:
             at_s = change.at_s
             plan.new_orders[change.order_id.int] = [
@@ -383,14 +404,7 @@ async def execute_plan(connection: asyncpg.Connection, plan: BatchPlan, codec: R
     await _insert_new(connection, plan)
     await _write_seats(connection, plan)
     if plan.pools:
-        counters = list(plan.pools.values())
-        status = await connection.execute(
-            """UPDATE ga_pools p SET held = u.held, sold = u.sold
-               FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[]) AS u(event_id, section_id, held, sold)
-               WHERE p.event_id = u.event_id AND p.section_id = u.section_id""",
-            [c.event_id for c in counters], [c.section_id for c in counters], [c.held for c in counters],
-            [c.sold for c in counters])
-        _expect(status, len(counters), "ga_pools")
+        await _write_pools(connection, plan)
     for event_id, (from_status, to_status, at_s) in plan.event_status.items():
         status = await connection.execute(
             "UPDATE events SET status = $2, updated_at = $4 WHERE event_id = $1 AND status = $3",
@@ -452,30 +466,67 @@ async def _update_existing(connection: asyncpg.Connection, table: str, key_colum
     _expect(status, len(rows), table)
 
 
+# A claim matches what the batch first saw: same state and order, and the same hold unless the
+# batch saw none (a refund's release names the order only).
+_CLAIM_AS_FIRST_SEEN = """c.event_id = u.event_id AND c.seat_no = u.seat_no AND c.state = u.first_state
+               AND c.hold_id = coalesce(u.first_hold_id, c.hold_id)
+               AND c.order_id IS NOT DISTINCT FROM u.first_order_id"""
+
+
 async def _write_seats(connection: asyncpg.Connection, plan: BatchPlan) -> None:
-    freed = [key for key in plan.seats_existed if plan.seats[key] is None]
-    changed = [key for key in plan.seats_existed if plan.seats[key] is not None]
-    claimed = [key for key, state in plan.seats.items() if state is not None and key not in plan.seats_existed]
+    """Existing claims are deleted (released) or updated (sold, or taken by another hold) only where
+    they still are what the batch first saw, so a claim the database holds differently (another
+    writer's, or one memory lost track of) fails the batch with `Diverged`; new claims are
+    inserted, and the primary key refuses a seat claimed twice."""
+    existed, seats = plan.seats_existed, plan.seats
+    freed = [key for key in existed if seats[key] is None]
+    changed = [key for key in existed if seats[key] is not None]
+    claimed = [key for key, state in seats.items() if state is not None and key not in existed]
     if freed:
+        first = [existed[key] for key in freed]
         status = await connection.execute(
-            """DELETE FROM seat_claims c USING unnest($1::uuid[], $2::int[]) AS u(event_id, seat_no)
-               WHERE c.event_id = u.event_id AND c.seat_no = u.seat_no""",
-            [key[0] for key in freed], [key[1] for key in freed])
+            f"""DELETE FROM seat_claims c
+                USING unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::uuid[])
+                      AS u(event_id, seat_no, first_hold_id, first_state, first_order_id)
+                WHERE {_CLAIM_AS_FIRST_SEEN}""",
+            [key[0] for key in freed], [key[1] for key in freed], [f[0] for f in first], [f[1] for f in first],
+            [f[2] for f in first])
         _expect(status, len(freed), "seat_claims (release)")
     if changed:
-        states = [plan.seats[key] for key in changed]
+        first = [existed[key] for key in changed]
+        states = [state for key in changed if (state := seats[key]) is not None]
         status = await connection.execute(
-            """UPDATE seat_claims c SET hold_id = u.hold_id, state = u.state, order_id = u.order_id
-               FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::uuid[])
-                    AS u(event_id, seat_no, hold_id, state, order_id)
-               WHERE c.event_id = u.event_id AND c.seat_no = u.seat_no""",
-            [key[0] for key in changed], [key[1] for key in changed], [s[0] for s in states if s],
-            [s[1] for s in states if s], [s[2] for s in states if s])
+            f"""UPDATE seat_claims c SET hold_id = u.hold_id, state = u.state, order_id = u.order_id
+                FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::uuid[], $6::uuid[], $7::text[],
+                            $8::uuid[])
+                     AS u(event_id, seat_no, first_hold_id, first_state, first_order_id, hold_id, state, order_id)
+                WHERE {_CLAIM_AS_FIRST_SEEN}""",
+            [key[0] for key in changed], [key[1] for key in changed], [f[0] for f in first], [f[1] for f in first],
+            [f[2] for f in first], [s[0] for s in states], [s[1] for s in states], [s[2] for s in states])
         _expect(status, len(changed), "seat_claims (sell)")
     if claimed:
         await connection.copy_records_to_table(
             "seat_claims", columns=("event_id", "seat_no", "hold_id", "state", "order_id"),
             records=[(key[0], key[1], *state) for key in claimed if (state := plan.seats[key]) is not None])
+
+
+_POOL_AS_FIRST_SEEN = "p.held = u.held_before AND p.sold = u.sold_before"
+
+
+async def _write_pools(connection: asyncpg.Connection, plan: BatchPlan) -> None:
+    """Each pool's last counters, where the pool still has the counters the batch first saw: two
+    writers that both sold from the same counters each stay within capacity, so only this guard
+    (not the CHECK) stops the second from overwriting the first's sales."""
+    counters = list(plan.pools.values())
+    first = [plan.pools_first[key] for key in plan.pools]
+    status = await connection.execute(
+        f"""UPDATE ga_pools p SET held = u.held, sold = u.sold
+           FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::int[], $6::int[])
+                AS u(event_id, section_id, held, sold, held_before, sold_before)
+           WHERE p.event_id = u.event_id AND p.section_id = u.section_id AND {_POOL_AS_FIRST_SEEN}""",
+        [c.event_id for c in counters], [c.section_id for c in counters], [c.held for c in counters],
+        [c.sold for c in counters], [f.held_before for f in first], [f.sold_before for f in first])
+    _expect(status, len(counters), "ga_pools")
 
 
 def _expect(status: str, expected: int, what: str) -> None:

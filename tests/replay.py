@@ -43,6 +43,7 @@ class RowsProjection:
         self.pools: dict[tuple[UUID, str], tuple[int, int]] = {}  # → (held, sold)
         self.idempotency: list[IdempotencyRecorded] = []
         self.event_statuses: dict[UUID, str] = {}
+        self._order_holds: dict[UUID, UUID] = {}  # order_id → its hold (names a refund's claims)
 
     def apply_all(self, changes: Iterable[Change]) -> None:
         for change in changes:
@@ -75,11 +76,23 @@ class RowsProjection:
                 for seat_no in change.seat_nos:
                     self.seat_claims[(change.event_id, seat_no)] = (change.hold_id, "sold")
             case SeatsReleased():
+                # The claims the record names: a live hold's, or (a refund) its order's sold ones.
+                if change.order_id is None:
+                    expected = (change.hold_id, "held")
+                else:
+                    expected = (self._order_holds[change.order_id], "sold")
                 for seat_no in change.seat_nos:
-                    del self.seat_claims[(change.event_id, seat_no)]
+                    claim = self.seat_claims.pop((change.event_id, seat_no))
+                    if claim != expected:
+                        raise ValueError(f"seat {seat_no} is claimed {claim}, the release expected {expected}")
             case PoolCountersChanged():
-                self.pools[(change.event_id, change.section_id)] = (change.held, change.sold)
+                key = (change.event_id, change.section_id)
+                if self.pools.get(key, (0, 0)) != (change.held_before, change.sold_before):
+                    raise ValueError(f"pool {change.section_id} is {self.pools.get(key)}, the change expected "
+                                     f"{(change.held_before, change.sold_before)}")
+                self.pools[key] = (change.held, change.sold)
             case OrderCreated():
+                self._order_holds[change.order_id] = change.hold_id
                 self.orders[change.order_id] = (change.event_id, OrderRow(change.order_id, change.user_id, "confirmed"))
             case OrderStatusChanged():
                 event_id, order = self.orders[change.order_id]

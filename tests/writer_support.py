@@ -8,9 +8,10 @@ two independent readings of what the writer must store.
   every sequence is valid and most commands do something.
 * `TableModel` executes `BatchPlan`s on plain dicts with the semantics of `execute_plan`'s SQL:
   updates are guarded by the status the batch first saw, new rows are inserts that a primary key
-  refuses, seat releases and sales must find their claim, pool counters obey the `CHECK`s, the
-  live-ticket index allows one live ticket per seat, and every statement runs in the writer's
-  order (updates of existing rows, then inserts, then seats, then pools ...). It is what the unit
+  refuses, seat releases and sales must find their claim as the batch first saw it, pool counters
+  must be those the batch first saw and obey the `CHECK`s, the live-ticket index allows one live
+  ticket per seat, and every statement runs in the writer's order (updates of existing rows, then
+  inserts, then seats, then pools ...). It is what the unit
   tests compare with the reference; the integration test compares real Postgres rows instead.
 * `projected_rows` reads `RowsProjection` (the core's executable spec of the rows) in the same
   normalised shape as `TableModel.rows` and `stored_rows` (Postgres), and `expected_audit` lists
@@ -54,7 +55,7 @@ from actors.inventory.commands import (
 )
 from actors.inventory.results import HoldView, OrderView, TransferView
 from actors.inventory.sales import EventStatus
-from actors.inventory.shard import InventoryLimits, ShardInventory
+from actors.inventory.shard import ShardInventory
 from shards.slots import slot_of
 from shards.writer import (
     AUDIT_COLUMNS,
@@ -66,6 +67,7 @@ from shards.writer import (
     Diverged,
     EventRowsCreated,
 )
+from tests.core_limits import core_limits
 from tests.replay import RowsProjection
 
 USERS = ("ana", "ben", "cai", "dee")
@@ -141,7 +143,7 @@ class Run:
     batches: list[list[Any]] = field(default_factory=lambda: [[]])
 
     def __post_init__(self) -> None:
-        self.shard = ShardInventory(InventoryLimits(hold_items_max=4))
+        self.shard = ShardInventory(core_limits(items_max=4))
         self.shard.create_event(self.event_id, LAYOUT, settings_of(DOCUMENT))
 
     def apply(self, command: Any) -> Any:
@@ -342,10 +344,13 @@ class TableModel:
         self._write_the_rest(plan)
 
     def _write_pools(self, plan: BatchPlan) -> None:
-        for counters in plan.pools.values():
+        """The last counters per pool, where the pool still has those the batch first saw."""
+        for key, counters in plan.pools.items():
+            first = plan.pools_first[key]
             pool = self.pools.get((_id(counters.event_id), counters.section_id))
-            if pool is None:
-                raise Diverged(f"no pool {counters.section_id}")
+            if pool is None or pool[1:] != [first.held_before, first.sold_before]:
+                raise Diverged(f"pool {counters.section_id} is {pool}, the batch first saw "
+                               f"{(first.held_before, first.sold_before)}")
             if counters.held < 0 or counters.sold < 0 or counters.held + counters.sold > pool[0]:
                 raise ValueError(f"CHECK violated by {counters}")
             pool[1:] = [counters.held, counters.sold]
@@ -390,9 +395,10 @@ class TableModel:
 
     def _write_seats(self, plan: BatchPlan) -> None:
         for key, state in plan.seats.items():
-            existed = key in plan.seats_existed
-            if existed and key not in self.seat_claims:
-                raise Diverged(f"seat {key[1]} is not claimed in the database")
+            first = plan.seats_existed.get(key)
+            existed = first is not None
+            if first is not None and not claim_matches(self.seat_claims.get(key), first):
+                raise Diverged(f"seat {key[1]} is claimed {self.seat_claims.get(key)}, the batch first saw {first}")
             if not existed and state is not None and key in self.seat_claims:
                 raise ValueError(f"seat {key[1]} claimed twice (seat_claims primary key)")
             if state is None:
@@ -428,6 +434,15 @@ class TableModel:
 
     def _status_changed(self) -> set[uuid.UUID]:
         return {_id(row[3]) for row in self.audit if row[2] == "event"}
+
+
+def claim_matches(stored: tuple[uuid.UUID, str, uuid.UUID | None] | None,
+                  first: tuple[uuid.UUID | None, str, uuid.UUID | None]) -> bool:
+    """`_write_seats`' guard: same state and order, and the same hold unless the batch saw none."""
+    if stored is None:
+        return False
+    hold_id, state, order_id = first
+    return stored[1:] == (state, order_id) and (hold_id is None or stored[0] == hold_id)
 
 
 # --- Postgres ------------------------------------------------------------------------------------

@@ -11,6 +11,12 @@ and nothing of it is stored; with the guard dropped the double sale is stored an
 in the writer notices. If a control stops storing the double sale, the guard tests above it
 prove nothing.
 
+Rows that already exist are the writer's own guard: a seat claim is released or sold only where
+it is still the claim the batch first saw, a pool's counters change only from the counters it
+first saw. A claim planted in the database, and two cores selling 4 + 4 units of a 5-unit pool
+from the same counters (each within capacity, so the CHECK passes both: 8 tickets against a pool
+saying sold 4), are refused with `Diverged`; with the guard switched off both are overwritten.
+
 Every test runs on a scratch database of its own, created and dropped here.
 """
 
@@ -25,14 +31,16 @@ import asyncpg
 import pytest
 
 from actors.events import layout_of, settings_of
-from actors.inventory.commands import BeginCheckout, ConfirmCheckout, HoldGeneralAdmission, HoldSeats
+from actors.inventory.commands import BeginCheckout, ConfirmCheckout, HoldGeneralAdmission, HoldSeats, ReleaseHold
 from actors.inventory.layout import Layout
 from actors.inventory.results import HoldView, OrderView
 from actors.inventory.shard import ShardInventory
-from actors.restore import result_codec
 from loadtest.isolated import create_database, drop_database
+from shards import writer
+from shards.codec import core_result_codec
 from shards.lease import take_lease
-from shards.writer import connect_writer, plan_batch, write_batch
+from shards.writer import Diverged, connect_writer, plan_batch, write_batch
+from tests.core_limits import core_limits
 from tests.harness import RunningCluster
 from tests.writer_support import BASE_S, DOCUMENT, LAYOUT, POOL, POOL_CAPACITY, event_rows_created
 
@@ -40,7 +48,7 @@ pytestmark = pytest.mark.integration
 
 SHARD_ID = 0
 TIMEOUT_S = 30.0
-CODEC = result_codec()
+CODEC = core_result_codec()
 SEAT = "A-2-3"
 SEAT_NO = LAYOUT.parse_label(SEAT)
 DROP_CLAIM_KEY = "ALTER TABLE seat_claims DROP CONSTRAINT seat_claims_pkey"
@@ -57,7 +65,7 @@ def scratch(cluster: RunningCluster) -> Iterator[str]:
 
 
 def core(event_id: uuid.UUID, layout: Layout = LAYOUT) -> ShardInventory:
-    shard = ShardInventory()
+    shard = ShardInventory(core_limits())
     shard.create_event(event_id, layout, settings_of(DOCUMENT))
     return shard
 
@@ -232,3 +240,113 @@ def test_negative_control_without_the_pool_check_a_pool_is_oversold(scratch: str
     assert error is None, "without its CHECK, nothing else should refuse the oversold pool"
     pool = pool_row(scratch, event_id)
     assert pool["sold"] == 9 > pool["capacity"] == POOL_CAPACITY
+
+
+# --- existing rows change only from what the batch first saw --------------------------------------
+#
+# The primary key and the CHECK guard new rows and totals. Existing rows are guarded by the writer:
+# a seat claim is released or sold only where it is still the claim the batch first saw, and a
+# pool's counters change only from the counters it first saw. The controls switch that guard off
+# (the old statements, matching the row by its key alone) and show the database being overwritten.
+
+CLAIM_BY_KEY_ONLY = "c.event_id = u.event_id AND c.seat_no = u.seat_no"
+POOL_BY_KEY_ONLY = "true"
+
+
+def divergent_claim(dsn: str, ending: str) -> tuple[uuid.UUID, uuid.UUID, BaseException | None]:
+    """Ana's hold of `SEAT` is committed; then the database diverges from her core — the seat is
+    claimed by ben's hold (what another writer, or a lost update, left) — and her core ends the
+    hold (`release`) or buys it (`sell`) in the next batch. Returns ben's hold, ana's hold and what
+    the second commit raised."""
+    event_id, ana, ben = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    shard = core(event_id)
+
+    async def main() -> BaseException | None:
+        epoch = await prepare(dsn, event_id)
+        await commit(dsn, epoch, list(shard.apply(HoldSeats(event_id, "ana", ana, (SEAT,)), BASE_S).changes))
+        connection = await asyncpg.connect(dsn)
+        try:
+            await connection.execute(
+                """INSERT INTO holds (hold_id, event_id, user_id, kind, seat_nos, quantity, total_cents, status,
+                                      expires_at, created_at, updated_at)
+                   VALUES ($1, $2, 'ben', 'seats', ARRAY[$3::int], 1, 100, 'held', now() + interval '1 hour',
+                           now(), now())""", ben, event_id, SEAT_NO)
+            await connection.execute("UPDATE seat_claims SET hold_id = $1 WHERE event_id = $2 AND seat_no = $3",
+                                     ben, event_id, SEAT_NO)
+        finally:
+            await connection.close()
+        if ending == "release":
+            changes = list(shard.apply(ReleaseHold("ana", ana), BASE_S + 1).changes)
+        else:
+            changes = list(shard.apply(BeginCheckout("ana", ana), BASE_S + 1).changes)
+            changes += shard.apply(ConfirmCheckout("ana", ana, uuid.uuid4(), (uuid.uuid4(),)), BASE_S + 1).changes
+        try:
+            await commit(dsn, epoch, changes)
+        except (Diverged, asyncpg.PostgresError) as error:
+            return error
+        return None
+
+    error = asyncio.run(main())
+    return ben, event_id, error
+
+
+@pytest.mark.parametrize("ending", ["release", "sell"])
+def test_a_seat_claim_that_diverged_from_memory_is_refused(scratch: str, ending: str) -> None:
+    ben, event_id, error = divergent_claim(scratch, ending)
+    assert isinstance(error, Diverged) and "seat_claims" in str(error), error
+    assert [(row["hold_id"], row["state"]) for row in claims_of_seat(scratch, event_id)] == [(ben, "held")]
+    orders = asyncio.run(fetch(scratch, "SELECT count(*) AS n FROM orders WHERE event_id = $1", event_id))
+    assert orders[0]["n"] == 0, "the refused batch left an order behind"
+
+
+@pytest.mark.parametrize("ending", ["release", "sell"])
+def test_negative_control_without_the_claim_guard_a_divergent_claim_is_overwritten(
+        scratch: str, ending: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer, "_CLAIM_AS_FIRST_SEEN", CLAIM_BY_KEY_ONLY)
+    ben, event_id, error = divergent_claim(scratch, ending)
+    assert error is None, "without the claim guard, nothing else should refuse the batch"
+    claims = claims_of_seat(scratch, event_id)
+    assert ben not in [row["hold_id"] for row in claims], "ben's live hold kept its claim: nothing was overwritten"
+    assert [row["state"] for row in claims] == ([] if ending == "release" else ["sold"])
+
+
+def pool_split_brain(dsn: str) -> tuple[uuid.UUID, BaseException | None]:
+    """Two cores that both own the event (same epoch) each sell 4 units of the 5-unit pool from
+    the same counters (0 held, 0 sold); each batch alone is within capacity, so the CHECK passes
+    both. Returns the event and what the second commit raised."""
+    event_id = uuid.uuid4()
+    batches = [sell(core(event_id), event_id, user, HoldGeneralAdmission(event_id, user, uuid.uuid4(), POOL, 4))
+               for user in ("ana", "ben")]
+
+    async def main() -> BaseException | None:
+        epoch = await prepare(dsn, event_id)
+        await commit(dsn, epoch, batches[0])
+        try:
+            await commit(dsn, epoch, batches[1])
+        except (Diverged, asyncpg.PostgresError) as error:
+            return error
+        return None
+
+    return event_id, asyncio.run(main())
+
+
+def ga_tickets(dsn: str, event_id: uuid.UUID) -> int:
+    rows = asyncio.run(fetch(dsn, """SELECT count(*) AS n FROM tickets WHERE event_id = $1 AND seat_no IS NULL
+                                     AND status = 'valid'""", event_id))
+    return int(rows[0]["n"])
+
+
+def test_pool_counters_that_diverged_from_memory_are_refused(scratch: str) -> None:
+    event_id, error = pool_split_brain(scratch)
+    assert isinstance(error, Diverged) and "ga_pools" in str(error), error
+    assert (pool_row(scratch, event_id)["held"], pool_row(scratch, event_id)["sold"]) == (0, 4)
+    assert ga_tickets(scratch, event_id) == 4, "the refused batch left tickets behind"
+
+
+def test_negative_control_without_the_pool_guard_two_writers_overwrite_each_other(
+        scratch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bug the guard fixes: 8 tickets stored against a pool that says 4 sold."""
+    monkeypatch.setattr(writer, "_POOL_AS_FIRST_SEEN", POOL_BY_KEY_ONLY)
+    event_id, error = pool_split_brain(scratch)
+    assert error is None, "without the pool guard, nothing else should refuse the second sale"
+    assert pool_row(scratch, event_id)["sold"] == 4 and ga_tickets(scratch, event_id) == 8

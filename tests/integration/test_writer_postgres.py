@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 
 from actors.inventory.commands import BeginCheckout, ConfirmCheckout, HoldSeats, TransferTicket
 from actors.inventory.results import OrderView, TransferView
-from actors.restore import result_codec
 from loadtest.isolated import create_database, drop_database
 from shards import writer
+from shards.codec import core_result_codec
 from shards.lease import take_lease
 from shards.writer import connect_writer, plan_batch, write_batch
 from tests.harness import RunningCluster
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.integration
 
 SHARD_ID = 0
 TIMEOUT_S = 30.0
-CODEC = result_codec()
+CODEC = core_result_codec()
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,10 @@ core's reference projection (`RowsProjection`) describes.
 
 The examples pin each folding rule the writer's docstring promises (a seat released and claimed
 again in one batch is one update; a hold created and pinned in one batch is one insert in its
-final state; rows that existed are updates guarded by the status the batch first saw; the audit
-keeps every transition). The Hypothesis test runs random command sequences on the real core, cuts
-the records into random batches and compares, after every batch, the tables `TableModel` builds
+final state; rows that existed are updates guarded by the status the batch first saw, seat claims
+by the claim and pools by the counters it first saw; the audit keeps every transition). The
+Hypothesis test runs random command sequences on the real core, cuts the records into random
+batches and compares, after every batch, the tables `TableModel` builds
 from the plans (with `execute_plan`'s SQL semantics: guarded updates, primary keys, CHECKs, the
 live-ticket index, statement order) with the projection. A negative control plants a folding bug
 and shows the comparison catches it. The same comparison against real Postgres is
@@ -27,6 +28,7 @@ from actors.inventory.commands import (
     ConfirmCheckout,
     HoldGeneralAdmission,
     HoldSeats,
+    RefundOrder,
     ReleaseHold,
     TransferTicket,
 )
@@ -39,6 +41,7 @@ from tests.writer_support import (
     HOLD_SECONDS,
     LAYOUT,
     POOL,
+    POOL_CAPACITY,
     Run,
     TableModel,
     audit_row,
@@ -93,7 +96,7 @@ def test_seat_released_and_claimed_again_in_one_batch_is_one_update() -> None:
 
     plan = plan_batch(run.batches[-1])
     assert plan.seats == {(EVENT, SEAT_NO): (second.hold_id, "held", None)}
-    assert plan.seats_existed == {(EVENT, SEAT_NO)}
+    assert plan.seats_existed == {(EVENT, SEAT_NO): (first.hold_id, "held", None)}  # the update's guard
     assert set(plan.hold_updates) == {first.hold_id.int} and plan.hold_updates[first.hold_id.int][1:3] == [
         "held", "expired"]
     assert committed(run).seat_claims == {(EVENT, SEAT_NO): (second.hold_id, "held", None)}
@@ -104,7 +107,7 @@ def test_seat_claimed_and_released_in_one_batch_writes_no_claim() -> None:
     view = held(run, "ana")
     run.apply(ReleaseHold("ana", view.hold_id))
     plan = plan_batch(run.batches[-1])
-    assert plan.seats == {(EVENT, SEAT_NO): None} and plan.seats_existed == set()
+    assert plan.seats == {(EVENT, SEAT_NO): None} and plan.seats_existed == {}
     (row,) = plan.seat_hold_rows
     assert row[-2] == "released" and not plan.hold_updates
     assert committed(run).seat_claims == {}
@@ -188,12 +191,71 @@ def test_audit_keeps_every_transition_of_a_folded_batch() -> None:
     assert trail == expected_audit(run.batches[-1])
 
 
-def test_the_last_pool_counters_of_a_batch_win() -> None:
+def test_the_last_pool_counters_of_a_batch_win_guarded_by_the_first() -> None:
+    """The pool's last counters are written, guarded by the counters the batch's first change
+    found (those the database must still have)."""
     run = fresh_run()
+    assert isinstance(run.apply(HoldGeneralAdmission(EVENT, "cai", run.new_id(), POOL, 1)), HoldView)
+    run.batches.append([])
     for user in ("ana", "ben"):
         assert isinstance(run.apply(HoldGeneralAdmission(EVENT, user, run.new_id(), POOL, 2)), HoldView)
     plan = plan_batch(run.batches[-1])
-    assert list(plan.pools.values()) == [PoolCountersChanged(EVENT, POOL, 4, 0)]
+    assert list(plan.pools.values()) == [PoolCountersChanged(EVENT, POOL, 5, 0, 3, 0)]
+    assert [(c.held_before, c.sold_before) for c in plan.pools_first.values()] == [(1, 0)]
+    assert committed(run).pools[(EVENT, POOL)] == [5, 5, 0]
+
+
+def test_a_sale_and_a_refund_guard_seats_by_the_claim_they_first_saw() -> None:
+    """Selling a held seat expects the hold's 'held' claim; refunding it in a later batch expects
+    the order's 'sold' claim (the refund does not know the hold: the unique order names it)."""
+    run = fresh_run()
+    view = held(run, "ana")
+    run.batches.append([])
+    run.apply(BeginCheckout("ana", view.hold_id))
+    order = run.apply(ConfirmCheckout("ana", view.hold_id, run.new_id(), (run.new_id(),)))
+    assert isinstance(order, OrderView)
+    assert plan_batch(run.batches[-1]).seats_existed == {(EVENT, SEAT_NO): (view.hold_id, "held", None)}
+    run.batches.append([])
+    assert isinstance(run.apply(RefundOrder("ana", order.order_id)), OrderView)
+    plan = plan_batch(run.batches[-1])
+    assert plan.seats == {(EVENT, SEAT_NO): None}
+    assert plan.seats_existed == {(EVENT, SEAT_NO): (None, "sold", order.order_id)}
+    assert committed(run).seat_claims == {}
+
+
+@pytest.mark.parametrize("planted", ["another hold's claim", "sold instead of held", "no claim"])
+def test_a_seat_claim_that_disagrees_with_memory_fails_the_batch(planted: str) -> None:
+    """A release finds the seat claimed otherwise than the batch first saw: `Diverged`, the
+    tables unchanged (with the old row-exists check only "no claim" was refused)."""
+    run = fresh_run()
+    view = held(run, "ana")
+    run.batches.append([])
+    run.apply(ReleaseHold("ana", view.hold_id))
+    tables = TableModel()
+    tables.execute(plan_batch([event_rows_created(EVENT), *run.batches[0]]))
+    other = uuid.UUID(int=2**90)  # any hold but the one memory knows
+    key = (EVENT, SEAT_NO)
+    if planted == "no claim":
+        del tables.seat_claims[key]
+    else:
+        tables.seat_claims[key] = ((other, "held", None) if planted == "another hold's claim"
+                                   else (view.hold_id, "sold", run.new_id()))
+    before = dict(tables.seat_claims)
+    with pytest.raises(Diverged, match="seat"):
+        tables.execute(plan_batch(run.batches[1]))
+    assert tables.seat_claims == before
+
+
+def test_pool_counters_that_disagree_with_memory_fail_the_batch() -> None:
+    """Another writer sold from the same counters: the pool no longer has what the batch first saw."""
+    run = fresh_run()
+    assert isinstance(run.apply(HoldGeneralAdmission(EVENT, "ana", run.new_id(), POOL, 2)), HoldView)
+    tables = TableModel()
+    tables.execute(plan_batch([event_rows_created(EVENT)]))
+    tables.pools[(EVENT, POOL)] = [POOL_CAPACITY, 0, 2]
+    with pytest.raises(Diverged, match="pool"):
+        tables.execute(plan_batch(run.batches[0]))
+    assert tables.pools[(EVENT, POOL)] == [POOL_CAPACITY, 0, 2]
 
 
 # --- random sequences against the reference projection ----------------------------------------
