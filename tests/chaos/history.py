@@ -30,6 +30,11 @@ Checking. `History.check` runs after the faults have stopped and returns a `Repo
    the seats with a live ticket, and every ``held`` claim belongs to a live hold of that seat.
 6. ``pools`` — per GA pool: ``held`` equals the live holds' quantities, ``sold`` equals the live
    tickets, and ``held + sold <= capacity``.
+7. ``money`` (when given the gateway's store) — no charge without tickets or refund: every
+   succeeded charge of the workload's holds keeps its money only for a confirmed order with all
+   its tickets, else it is refunded in full; every confirmed order has exactly one succeeded charge
+   (a free one none). Pending refunds must be paid by the resolver within a bounded wait
+   (`tests/chaos/charges.py`).
 
 Checks 3-6 read every shard database in one REPEATABLE READ snapshot per event, so expiries that
 commit while the check runs cannot make a consistent state look inconsistent.
@@ -39,7 +44,7 @@ Use:
     history = History(headers=cluster.headers)
     response = await history.record(client, "buyer-7", "hold", "POST", "/v1/holds", body, key="k-1")
     ...  # faults stop, /readyz is 200 again
-    report = await history.check(client, events={event_id: dsn, ...})
+    report = await history.check(client, events={event_id: dsn, ...}, gateway_path=data / "gateway" / ...)
     assert report.ok, report.describe()
 """
 
@@ -51,10 +56,13 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+
+from tests.chaos.charges import SETTLE_TIME_MAX_S, settled_money_check
 
 OK, FAIL, UNKNOWN = "ok", "fail", "unknown"
 HOLD_STATUSES = frozenset({"held", "payment_pending", "confirmed", "expired", "released", "failed"})
@@ -159,8 +167,10 @@ class History:
 
     # --- checking --------------------------------------------------------------------------------
 
-    async def check(self, client: httpx.AsyncClient, events: dict[str, str]) -> Report:
-        """`events` maps each event id of the workload to its shard's DSN."""
+    async def check(self, client: httpx.AsyncClient, events: dict[str, str], *, gateway_path: Path | None = None,
+                    money_settle_time_max_s: float = SETTLE_TIME_MAX_S) -> Report:
+        """`events` maps each event id of the workload to its shard's DSN; with `gateway_path` (the
+        simulated gateway's SQLite file) the money check runs too."""
         report = Report()
         report.counts.update(f"{op.kind}:{op.outcome}" for op in self.operations)
         await self.resolve(client, report)
@@ -172,7 +182,21 @@ class History:
             check_effects(view, rows, report)
             check_seats(rows, report)
             check_pools(rows, report)
+        if gateway_path is not None:
+            await self._check_money(events, gateway_path, money_settle_time_max_s, report)
         return report
+
+    async def _check_money(self, events: dict[str, str], gateway_path: Path, settle_time_max_s: float,
+                           report: Report) -> None:
+        checkout_holds = {op.path.split("/")[3] for op in self.operations if op.kind == "checkout"}
+        money, waited_s = await settled_money_check(events, gateway_path, checkout_holds,
+                                                    settle_time_max_s=settle_time_max_s)
+        report.counts.update(money.counts)
+        report.counts["money_settle_wait_s"] = round(waited_s)
+        for problem in money.problems:
+            report.fail("money", problem)
+        for refund in money.pending_refunds:
+            report.fail("money", f"refund {refund} still pending after {waited_s:.0f} s")
 
     async def resolve(self, client: httpx.AsyncClient, report: Report) -> None:
         """Re-send every unknown operation with its key until a definite answer (bounded)."""

@@ -3,7 +3,8 @@ event while faults hit the shards; the history checker (`tests/chaos/history.py`
 what every client was told against the API and the shard databases: nothing sold twice, sold ==
 live tickets, pool counters == live holds + tickets, every acknowledged hold and order reads back
 with a consistent status, every unknown outcome resolved by its Idempotency-Key to at most one
-effect.
+effect, and no charge at the payment gateway without tickets or a refund (every confirmed order
+with exactly one charge kept).
 
 Faults: (a) every shard actor SIGKILLed, repeatedly (Ray restarts them; they rebuild from
 Postgres); (b) every Postgres backend of the shard databases terminated, in a loop, so batches
@@ -19,9 +20,12 @@ import asyncio
 import os
 import random
 import signal
+import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -127,10 +131,17 @@ async def shard_dsns(cluster: RunningCluster, events: tuple[str, str]) -> dict[s
     return found
 
 
+def gateway_path(cluster: RunningCluster) -> Path:
+    """The simulated gateway's store (`SimulatedGateway.path`) under the cluster's data folder."""
+    path = cluster.data_dir / "gateway" / "gateway.sqlite3"
+    assert path.exists(), f"no gateway store at {path}"
+    return path
+
+
 async def check(cluster: RunningCluster, history: History, events: tuple[str, str]) -> Report:
     await wait_ready(cluster)
     async with httpx.AsyncClient(base_url=cluster.base_url) as client:
-        return await history.check(client, await shard_dsns(cluster, events))
+        return await history.check(client, await shard_dsns(cluster, events), gateway_path=gateway_path(cluster))
 
 
 def shard_count(cluster: RunningCluster) -> int:
@@ -194,7 +205,8 @@ def run_and_check(cluster: RunningCluster, http: httpx.Client,
         return await check(cluster, history, events), struck
 
     report, struck = asyncio.run(main())
-    print(f"fault struck {struck} times\n{report.describe()}")  # the figures, in the test's captured output
+    # The figures, in the test's captured output (-s shows them; docs/RELIABILITY.md records them).
+    print(f"fault struck {struck} times, {len(history.operations)} operations\n{report.describe()}")
     return history, report, struck, events
 
 
@@ -214,15 +226,39 @@ def test_history_under_postgres_backends_terminated_mid_batch(cluster: RunningCl
     assert report.ok, report.describe()
 
 
+def plant_charges(path: Path, twice_charged_hold: str, refunded_hold: str) -> None:
+    """A second charge for one bought hold (under another key, its description naming the hold) and
+    the full refund of another bought hold's charge, written into the gateway's store."""
+    with closing(sqlite3.connect(path, timeout=10)) as connection, connection:
+        connection.execute(
+            """INSERT INTO charges (id, idempotency_key, status, decline_code, amount_cents, currency, token,
+                                        description, created_at_s, refunded_cents)
+                   VALUES (?, ?, 'succeeded', '', 100, 'EUR', 'tok_visa', ?, ?, 0)""",
+            (f"ch_planted_{uuid.uuid4().hex[:8]}", f"planted:{uuid.uuid4()}", f"hold {twice_charged_hold}",
+             time.time()))
+        refunded = connection.execute("UPDATE charges SET refunded_cents = amount_cents WHERE idempotency_key = ?",
+                                      (f"charge:{refunded_hold}",))
+        assert refunded.rowcount == 1, f"no charge of hold {refunded_hold} to plant a refund on"
+
+
 def test_negative_control_the_checker_names_planted_lies(cluster: RunningCluster, http: httpx.Client) -> None:
-    """A short fault-free history passes; then three lies are planted in it and each must be
+    """A short fault-free history passes; then five lies are planted in it and each must be
     named: an acknowledged hold that never existed (reads back 404, not stored), a hold the client
-    was told about but whose record is dropped (an unaccounted effect), and a release said to
-    be acknowledged for a hold that was bought (inconsistent status)."""
+    was told about but whose record is dropped (an unaccounted effect), a release said to be
+    acknowledged for a hold that was bought (inconsistent status), and at the gateway a second
+    charge for a bought hold and a refund of a confirmed order's charge (money kept without
+    tickets, tickets kept without money)."""
     history, report, _, events = run_and_check(cluster, http, None, buyers=10, workload_s=6.0)
     assert report.ok, report.describe()
-    bought = next(op for op in history.operations if op.kind == "checkout" and op.outcome == "ok")
+    assert report.counts["charges_checked"] > 0 and report.counts["orders_confirmed"] > 0, report.describe()
+    checkouts = [op for op in history.operations if op.kind == "checkout" and op.outcome == "ok"]
+    refunded = {op.path.split("/")[3] for op in history.operations if op.kind == "refund"}
+    bought, refunded_later = checkouts[0], next(
+        op for op in checkouts[1:] if op.path.split("/")[3] not in refunded and op.response
+        and op.response["order"]["total_cents"] > 0)
     bought_hold = bought.path.split("/")[3]
+    stolen_hold = refunded_later.path.split("/")[3]
+    plant_charges(gateway_path(cluster), bought_hold, stolen_hold)
     holds = [op for op in history.operations if op.kind == "hold" and op.outcome == "ok"]
     dropped = next(op for op in holds if op.response and op.response["id"] != bought_hold)
     history.operations.remove(dropped)
@@ -236,7 +272,8 @@ def test_negative_control_the_checker_names_planted_lies(cluster: RunningCluster
 
     async def recheck() -> Report:
         async with httpx.AsyncClient(base_url=cluster.base_url) as client:
-            return await history.check(client, await shard_dsns(cluster, events))
+            return await history.check(client, await shard_dsns(cluster, events), gateway_path=gateway_path(cluster),
+                                       money_settle_time_max_s=3.0)  # planted lies never settle
 
     planted = asyncio.run(recheck())
     found = planted.describe()
@@ -244,3 +281,5 @@ def test_negative_control_the_checker_names_planted_lies(cluster: RunningCluster
     assert any(phantom in line for line in planted.failures["stored_as_acknowledged"]), found
     assert any(dropped.response["id"] in line for line in planted.failures["at_most_one_effect"]), found
     assert any(bought_hold in line for line in planted.failures["hold_reads_back"]), found
+    assert any(f"hold {bought_hold} charged 2 times" in line for line in planted.failures["money"]), found
+    assert any(f"of hold {stolen_hold} has 0 succeeded charges" in line for line in planted.failures["money"]), found
