@@ -58,7 +58,7 @@ def _is_replay(inventory: ShardInventory, command: Any) -> bool:
 
 
 def ended_hold_rejection(command: Any, status: HoldStatus) -> Rejection:
-    """What the core answers for an ended hold it knows (actors/inventory/shard.py)."""
+    """What the core answers for an ended hold it knows (actors/inventory/core.py)."""
     if isinstance(command, BeginCheckout) and status is HoldStatus.EXPIRED:
         return Rejection(ErrorCode.HOLD_EXPIRED, "the hold has expired")
     return Rejection(ErrorCode.HOLD_NOT_ACTIVE, f"the hold is {status}")

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def refunded_cents(order: OrderView) -> int:
     """What a refund of `order` gives back: the prices of the tickets it refunded. An order is
     refunded once, so every refunded ticket in its view was refunded by that refund; tickets
-    transferred away stayed valid and are not paid back (actors/inventory/ticketing.py)."""
+    transferred away stayed valid and are not paid back (actors/inventory/ticket_decisions.py)."""
     return sum(ticket.price_cents for ticket in order.tickets if ticket.status == TicketStatus.REFUNDED)
 
 

@@ -36,9 +36,9 @@ from actors.inventory.commands import (
     HoldGeneralAdmission,
     HoldSeats,
 )
+from actors.inventory.core import ShardInventory
 from actors.inventory.layout import GeneralAdmissionSpec, Layout, RowSpec, SeatedSectionSpec
 from actors.inventory.sales import EventSettings
-from actors.inventory.shard import ShardInventory
 from cluster.native import CORE_STATUS
 from cluster.settings import ShardBounds
 

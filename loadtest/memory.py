@@ -19,10 +19,10 @@ import tracemalloc
 import uuid
 from collections.abc import Sequence
 
+from actors.inventory.core import ShardInventory
 from actors.inventory.layout import Layout, RowSpec, SeatedSectionSpec
 from actors.inventory.recovery import HoldRow, OrderRow, TicketRow, load_event
 from actors.inventory.sales import EventSettings
-from actors.inventory.shard import ShardInventory
 from cluster.settings import ShardBounds
 
 ROWS_PER_SECTION = 500

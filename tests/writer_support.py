@@ -53,9 +53,9 @@ from actors.inventory.commands import (
     ReleaseHold,
     TransferTicket,
 )
+from actors.inventory.core import ShardInventory
 from actors.inventory.results import HoldView, OrderView, TransferView
 from actors.inventory.sales import EventStatus
-from actors.inventory.shard import ShardInventory
 from shards.slots import slot_of
 from shards.writer import (
     AUDIT_COLUMNS,

@@ -38,13 +38,13 @@ def user_key(user_id: str) -> bytes:
 class KeyTable:
     """Append-only table of 16-byte keys; each key gets the next serial (0, 1, 2, ...).
 
-    Lookups hash the key (``hash(bytes)``: per process, never persisted) into a power-of-two slot
+    Lookups hash the key (``hash(bytes)``: per process, never persisted) into a power-of-two bucket
     array holding serials. Growing rehashes every key once, in one pass: a pause of ~0.2 s at
     ~800k keys; the alternative, pre-sizing for the event's capacity, costs 8 bytes per seat even
     for events that never sell out.
     """
 
-    __slots__ = ("_count", "_grow_at", "_keys", "_load_max", "_mask", "_slots")
+    __slots__ = ("_buckets", "_count", "_grow_at", "_keys", "_load_max", "_mask")
 
     def __init__(self, expected_count: int = 0, load_max: float = _LOAD_MAX) -> None:
         self._keys = bytearray()
@@ -52,7 +52,7 @@ class KeyTable:
         size = 8
         while size * load_max < expected_count:
             size *= 2
-        self._slots = array("i", [_EMPTY]) * size
+        self._buckets = array("i", [_EMPTY]) * size
         self._mask = size - 1
         self._load_max = load_max
         self._grow_at = self._mask * load_max  # add() grows before the count exceeds this
@@ -66,10 +66,10 @@ class KeyTable:
 
     def find(self, key: bytes) -> int:
         """The serial of ``key``, or -1."""
-        keys, slots, mask = self._keys, self._slots, self._mask
+        keys, buckets, mask = self._keys, self._buckets, self._mask
         index = hash(key) & mask
         while True:
-            serial = slots[index]
+            serial = buckets[index]
             if serial == _EMPTY:
                 return _EMPTY
             offset = serial * KEY_BYTES
@@ -77,14 +77,14 @@ class KeyTable:
                 return serial
             index = (index + 1) & mask
 
-    def find_slot(self, key: bytes) -> int:
-        """Like :meth:`find`, but a miss returns ``-2 - index`` of the empty slot the probe ended
+    def find_bucket(self, key: bytes) -> int:
+        """Like :meth:`find`, but a miss returns ``-2 - index`` of the empty bucket the probe ended
         on (always < -1), which :meth:`add_at` fills without hashing and probing a second time.
         A hold by a new user looks the user up first and adds them only once admitted."""
-        keys, slots, mask = self._keys, self._slots, self._mask
+        keys, buckets, mask = self._keys, self._buckets, self._mask
         index = hash(key) & mask
         while True:
-            serial = slots[index]
+            serial = buckets[index]
             if serial == _EMPTY:
                 return -2 - index
             offset = serial * KEY_BYTES
@@ -93,13 +93,13 @@ class KeyTable:
             index = (index + 1) & mask
 
     def add_at(self, key: bytes, missed: int) -> int:
-        """Append ``key`` where ``find_slot(key)`` just returned ``missed``, with no add between."""
+        """Append ``key`` where ``find_bucket(key)`` just returned ``missed``, with no add between."""
         serial = self._count
         if serial + 1 > self._grow_at or len(key) != KEY_BYTES:
             return self.add(key)  # growing moves every key; add() probes the new array
         self._keys += key
         self._count = serial + 1
-        self._slots[-2 - missed] = serial
+        self._buckets[-2 - missed] = serial
         return serial
 
     def add(self, key: bytes) -> int:
@@ -111,11 +111,11 @@ class KeyTable:
             self._grow()
         self._keys += key
         self._count = serial + 1
-        slots, mask = self._slots, self._mask
+        buckets, mask = self._buckets, self._mask
         index = hash(key) & mask
-        while slots[index] != _EMPTY:
+        while buckets[index] != _EMPTY:
             index = (index + 1) & mask
-        slots[index] = serial
+        buckets[index] = serial
         return serial
 
     def intern(self, key: bytes) -> int:
@@ -129,7 +129,7 @@ class KeyTable:
             self.add(key)
 
     def memory_bytes(self) -> int:
-        return len(self._keys) + len(self._slots) * self._slots.itemsize
+        return len(self._keys) + len(self._buckets) * self._buckets.itemsize
 
     @classmethod
     def from_keys(cls, keys: bytes, load_max: float = _LOAD_MAX) -> KeyTable:
@@ -141,35 +141,35 @@ class KeyTable:
         """
         count = len(keys) // KEY_BYTES
         table = cls(expected_count=count, load_max=load_max)
-        table._slots = _index(keys, count, len(table._slots))
+        table._buckets = _index(keys, count, len(table._buckets))
         table._keys = bytearray(keys)
         table._count = count
         return table
 
     def _grow(self) -> None:
-        """Double the slot array and re-insert every key.
+        """Double the bucket array and re-insert every key.
 
         Runs inside the command that crosses the load limit (14 times up to 50k users), so it is
         on the hot path: see ``_index``.
         """
-        size = len(self._slots) * 2
-        self._slots = _index(bytes(self._keys), self._count, size)
+        size = len(self._buckets) * 2
+        self._buckets = _index(bytes(self._keys), self._count, size)
         self._mask = size - 1
         self._grow_at = self._mask * self._load_max
 
 
 def _index(data: bytes, count: int, size: int) -> array[int]:
-    """A slot array of ``size`` (a power of two) indexing the first ``count`` keys of ``data``.
+    """A bucket array of ``size`` (a power of two) indexing the first ``count`` keys of ``data``.
 
     One inlined loop over one ``bytes`` snapshot: slicing ``bytes`` costs one copy per key where
     ``bytes(bytearray[...])`` cost two, and the probe is inlined rather than a method call.
     """
-    slots = array("i", [_EMPTY]) * size
+    buckets = array("i", [_EMPTY]) * size
     mask = size - 1
     for serial in range(count):
         offset = serial * KEY_BYTES
         index = hash(data[offset : offset + KEY_BYTES]) & mask
-        while slots[index] != _EMPTY:
+        while buckets[index] != _EMPTY:
             index = (index + 1) & mask
-        slots[index] = serial
-    return slots
+        buckets[index] = serial
+    return buckets

@@ -2,12 +2,12 @@
 
 Per seat: one byte of status in ``seat_status`` (the byte *is* the seat-map character: ``.``
 available, ``h`` held, ``s`` sold, ``x`` blocked, so a seat-map row is one slice and a decode)
-and one ``int32`` in ``seat_ref``: the hold slot while held, the ticket serial once sold, -1
+and one ``int32`` in ``seat_ref``: the hold's position (in ``hold_table``) while held, the ticket serial once sold, -1
 otherwise. Per section: ``held`` and ``sold`` counters (GA pools *are* these counters; seated
 sections keep them so availability is O(sections)). Per user: a 16-byte key and one ``int32``
 counting live held units plus live tickets, for the per-person limit.
 
-The primitives here never decide: callers (holding.py, ticketing.py) check first, then mutate.
+The primitives here never decide: callers (hold_decisions.py, ticket_decisions.py) check first, then mutate.
 """
 
 from __future__ import annotations
@@ -34,17 +34,17 @@ from actors.inventory.tickets import ORDER_STATUSES, TICKET_STATUSES, OrderStatu
 
 NOBODY = -1
 USER_LOAD_MAX = 0.5
-# Builds a NamedTuple without its generated Python ``__new__`` (half the cost; see holding.py).
+# Builds a NamedTuple without its generated Python ``__new__`` (half the cost; see hold_decisions.py).
 _new = tuple.__new__
 
 
 class EventInventory:
     __slots__ = (
-        "_free_slots",
+        "_free_positions",
         "blocked",
         "event_id",
         "held",
-        "hold_slots",
+        "hold_table",
         "layout",
         "open_row",
         "pool_item",
@@ -72,12 +72,12 @@ class EventInventory:
             self.seat_status[seat_no] = BLOCKED
             self.blocked[layout.section_of(seat_no).index] += 1
         # Users are looked up (and, on a first hold, missed) on every hold: at load ≤ 0.5 a miss
-        # probes ~1.5-2.5 slots where ≤ 0.75 probed up to ~8.5 (linear probing). The price is
-        # 8-16 instead of 5-11 bytes of slots per user, at most ~1.5 bytes per seat.
+        # probes ~1.5-2.5 buckets where ≤ 0.75 probed up to ~8.5 (linear probing). The price is
+        # 8-16 instead of 5-11 bytes of buckets per user, at most ~1.5 bytes per seat.
         self.users = KeyTable(load_max=USER_LOAD_MAX)
         self.user_units = array("i")
-        self.hold_slots: list[Hold | None] = []
-        self._free_slots: list[int] = []
+        self.hold_table: list[Hold | None] = []
+        self._free_positions: list[int] = []
         self.tickets = TicketBook()
         # GA items are identical for every unit of a pool: build them once.
         self.pool_item = {s.index: HoldItem(None, s.section_id, s.price_cents) for s in layout.sections}
@@ -98,7 +98,7 @@ class EventInventory:
         return self.users.add(key)
 
     def add_user_at(self, key: bytes, missed: int) -> int:
-        """Add a new user where ``users.find_slot(key)`` returned ``missed`` (see KeyTable)."""
+        """Add a new user where ``users.find_bucket(key)`` returned ``missed`` (see KeyTable)."""
         self.user_units.append(0)
         return self.users.add_at(key, missed)
 
@@ -111,17 +111,17 @@ class EventInventory:
         index = section.index
         return section.capacity - self.held[index] - self.sold[index] - self.blocked[index]
 
-    # --- holds: slots, claims, releases --------------------------------------------------------
+    # --- holds: positions, claims, releases --------------------------------------------------------
 
     def attach(self, hold: Hold) -> None:
-        """Give ``hold`` a slot and claim its inventory (already checked to be available)."""
-        if self._free_slots:
-            slot = self._free_slots.pop()
-            self.hold_slots[slot] = hold
+        """Give ``hold`` a position in the hold table and claim its inventory (already checked to be available)."""
+        if self._free_positions:
+            position = self._free_positions.pop()
+            self.hold_table[position] = hold
         else:
-            slot = len(self.hold_slots)
-            self.hold_slots.append(hold)
-        hold.slot = slot
+            position = len(self.hold_table)
+            self.hold_table.append(hold)
+        hold.position = position
         self.user_units[hold.user] += hold.quantity
         held = self.held
         if hold.pool is not None:
@@ -131,13 +131,13 @@ class EventInventory:
         seated, starts = self.layout.seated, self.layout.seated_starts
         for seat_no in hold.seat_nos:
             status[seat_no] = HELD
-            ref[seat_no] = slot
+            ref[seat_no] = position
             held[seated[bisect_right(starts, seat_no) - 1].index] += 1  # layout.section_of, inlined
 
     def detach(self, hold: Hold, sold: bool) -> None:
-        """Free ``hold``'s slot; its inventory is released (or was just sold, if ``sold``)."""
-        self.hold_slots[hold.slot] = None
-        self._free_slots.append(hold.slot)
+        """Free ``hold``'s position; its inventory is released (or was just sold, if ``sold``)."""
+        self.hold_table[hold.position] = None
+        self._free_positions.append(hold.position)
         if sold:
             return
         self.user_units[hold.user] -= hold.quantity

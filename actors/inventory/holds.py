@@ -42,7 +42,7 @@ class HoldKind(StrEnum):
 class Hold:
     """One hold. Mutable on purpose: only its ``status`` (and, once sold, ``order_id``) change.
 
-    ``slot`` is the hold's index in its event's slot table; held seats point at it from the
+    ``position`` is the hold's index in its event's ``hold_table``; held seats point at it from the
     event's ``seat_ref`` array, which is how "no seat in two holds" is checked cheaply.
     """
 
@@ -53,9 +53,9 @@ class Hold:
         "kind",
         "order_id",
         "pool",
+        "position",
         "quantity",
         "seat_nos",
-        "slot",
         "status",
         "user",
     )
@@ -79,7 +79,7 @@ class Hold:
         self.quantity = quantity
         self.expires_at_s = expires_at_s
         self.status = HoldStatus.HELD
-        self.slot = -1
+        self.position = -1
         self.order_id: UUID | None = None
 
     @property

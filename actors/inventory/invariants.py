@@ -50,12 +50,12 @@ def check_hold(event: EventInventory, hold: Hold) -> None:
     if hold.pool is not None:
         check_section(event, hold.pool)
         return
-    status, ref, slot = event.seat_status, event.seat_ref, hold.slot
+    status, ref, position = event.seat_status, event.seat_ref, hold.position
     live = hold.status in LIVE_HOLD_STATUSES
     seated, starts = event.layout.seated, event.layout.seated_starts
     checked = None
     for seat_no in hold.seat_nos:
-        owned = status[seat_no] == HELD and ref[seat_no] == slot
+        owned = status[seat_no] == HELD and ref[seat_no] == position
         if owned != live:
             invariant(False, "seat %d: held=%s but hold %s is %s", seat_no, owned, hold.hold_id, hold.status)
         section = seated[bisect_right(starts, seat_no) - 1]  # layout.section_of, inlined
@@ -90,7 +90,7 @@ def check_tickets(event: EventInventory, serials: Iterable[int]) -> None:
 
 def check_all(event: EventInventory) -> None:
     """Recount the whole event from its arrays and compare with every counter."""
-    holds = [hold for hold in event.hold_slots if hold is not None]
+    holds = [hold for hold in event.hold_table if hold is not None]
     _check_holds(event, holds)
     _check_sections(event, holds)
     _check_tickets(event)
@@ -98,9 +98,9 @@ def check_all(event: EventInventory) -> None:
 
 
 def _check_holds(event: EventInventory, holds: list[Hold]) -> None:
-    for slot, hold in enumerate(event.hold_slots):
+    for position, hold in enumerate(event.hold_table):
         if hold is not None:
-            invariant(hold.slot == slot and hold.live, "slot %d holds a dead or misplaced hold", slot)
+            invariant(hold.position == position and hold.live, "position %d holds a dead or misplaced hold", position)
             check_hold(event, hold)
     # Every held seat is claimed by a live hold that lists it: with check_hold above (each listed
     # seat points back at its hold), no seat can be in two holds.

@@ -32,9 +32,9 @@ import pytest
 
 from actors.events import layout_of, settings_of
 from actors.inventory.commands import BeginCheckout, ConfirmCheckout, HoldGeneralAdmission, HoldSeats, ReleaseHold
+from actors.inventory.core import ShardInventory
 from actors.inventory.layout import Layout
 from actors.inventory.results import HoldView, OrderView
-from actors.inventory.shard import ShardInventory
 from loadtest.isolated import create_database, drop_database
 from shards import writer
 from shards.codec import core_result_codec

@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 import pytest
 
 from actors.inventory.commands import FailCheckout, HoldSeats, TransferTicket
+from actors.inventory.core import ShardInventory
 from actors.inventory.layout import Layout, RowSpec, SeatedSectionSpec
 from actors.inventory.results import HoldView, OrderView, TransferView
 from actors.inventory.sales import EventSettings
-from actors.inventory.shard import ShardInventory
 from actors.payments import checkout_outcome
 from actors.protocol import CompleteCheckout, GetHold, GetOrder, RecordPayment, RefundPaidOrder, Unavailable
 from router.checkout import keys

@@ -21,11 +21,11 @@ from actors.inventory.commands import (
     ReleaseHold,
     TransferTicket,
 )
+from actors.inventory.core import ShardInventory
 from actors.inventory.errors import ErrorCode, InvariantViolation, LayoutError, invariant
 from actors.inventory.layout import NO_SEAT, GeneralAdmissionSpec, Layout, RowSpec, SeatedSectionSpec
 from actors.inventory.results import HoldView, OrderView, Outcome, Rejection, TicketView, TransferView
 from actors.inventory.sales import EventSettings, EventStatus, SaleWindow
-from actors.inventory.shard import ShardInventory
 from tests.core_limits import core_limits
 
 pytestmark = pytest.mark.unit

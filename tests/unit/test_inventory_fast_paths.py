@@ -26,6 +26,7 @@ from actors.inventory.commands import (
     HoldSeats,
 )
 from actors.inventory.compact import KeyTable, user_key
+from actors.inventory.core import _POPS_BEFORE_SORT, ShardInventory
 from actors.inventory.errors import InvariantViolation
 from actors.inventory.holds import HoldStatus
 from actors.inventory.invariants import check_hold, check_tickets
@@ -33,7 +34,6 @@ from actors.inventory.layout import NO_SEAT, GeneralAdmissionSpec, Layout, RowSp
 from actors.inventory.results import HoldItem, HoldView, OrderView
 from actors.inventory.sales import EventSettings
 from actors.inventory.seating import AVAILABLE, centre_order, pick_best
-from actors.inventory.shard import _POPS_BEFORE_SORT, ShardInventory
 from tests.core_limits import core_limits
 
 pytestmark = pytest.mark.unit
@@ -102,10 +102,10 @@ def test_user_key_matches_a_plain_blake2b_digest() -> None:
 
 @settings(max_examples=200, deadline=None, database=None)
 @given(st.lists(st.binary(min_size=16, max_size=16), max_size=300), st.sampled_from([0.5, 0.75]))
-def test_find_slot_then_add_at_equals_find_then_add(keys: list[bytes], load_max: float) -> None:
+def test_find_bucket_then_add_at_equals_find_then_add(keys: list[bytes], load_max: float) -> None:
     fused, plain = KeyTable(load_max=load_max), KeyTable()
     for key in keys:
-        found = fused.find_slot(key)
+        found = fused.find_bucket(key)
         assert (found if found >= 0 else -1) == plain.find(key)
         if found < 0:
             assert fused.add_at(key, found) == plain.add(key)
@@ -212,11 +212,11 @@ def test_the_cheaper_per_command_checks_still_catch_corruption() -> None:
     view = inventory.apply(HoldSeats(EVENT, "dee", new_id(), ("A-1-1", "A-1-2")), 0.0).result
     assert isinstance(view, HoldView)
     event = inventory.events[EVENT]
-    hold = next(hold for hold in event.hold_slots if hold is not None)
-    event.seat_ref[1] = hold.slot + 1  # the second seat now points at another slot
+    hold = next(hold for hold in event.hold_table if hold is not None)
+    event.seat_ref[1] = hold.position + 1  # the second seat now points at another slot
     with pytest.raises(InvariantViolation, match="seat 1"):
         check_hold(event, hold)
-    event.seat_ref[1] = hold.slot
+    event.seat_ref[1] = hold.position
     event.held[0] = event.layout.sections[0].capacity + 1
     with pytest.raises(InvariantViolation, match="capacity"):
         check_hold(event, hold)

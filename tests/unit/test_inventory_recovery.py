@@ -25,13 +25,13 @@ from actors.inventory.commands import (
     ReleaseHold,
     TransferTicket,
 )
+from actors.inventory.core import ShardInventory
 from actors.inventory.errors import InvariantViolation
 from actors.inventory.event import EventInventory
 from actors.inventory.layout import GeneralAdmissionSpec, Layout, RowSpec, SeatedSectionSpec
 from actors.inventory.recovery import load_event
 from actors.inventory.results import HoldView, OrderView, TransferView
 from actors.inventory.sales import EventSettings
-from actors.inventory.shard import ShardInventory
 from tests.core_limits import core_limits
 from tests.replay import RowsProjection
 
@@ -100,7 +100,7 @@ def snapshot(event: EventInventory) -> dict[str, object]:
         "held": event.held.tolist(),
         "sold": event.sold.tolist(),
         "holds": sorted(
-            (h.hold_id, h.status, h.seat_nos, h.quantity, h.expires_at_s) for h in event.hold_slots if h is not None
+            (h.hold_id, h.status, h.seat_nos, h.quantity, h.expires_at_s) for h in event.hold_table if h is not None
         ),
         "tickets": [event.ticket_view(serial) for serial in range(len(book))],
         "orders": sorted((event.order_view(order) for order in range(len(book.order_ids))), key=lambda o: o.order_id),

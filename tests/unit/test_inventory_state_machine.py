@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from actors.inventory import holding
+from actors.inventory import hold_decisions
 from actors.inventory.commands import (
     BeginCheckout,
     CheckIn,
@@ -31,11 +31,11 @@ from actors.inventory.commands import (
     ReleaseHold,
     TransferTicket,
 )
+from actors.inventory.core import ShardInventory
 from actors.inventory.errors import ErrorCode
 from actors.inventory.layout import GeneralAdmissionSpec, Layout, RowSpec, SeatedSectionSpec
 from actors.inventory.results import HoldView, OrderView, Outcome, Rejection
 from actors.inventory.sales import EventSettings
-from actors.inventory.shard import ShardInventory
 from tests.core_limits import core_limits
 
 pytestmark = pytest.mark.unit
@@ -441,12 +441,12 @@ def _partial_hold_seats(event, command, now_s, hold_items_max):  # type: ignore[
     return _REAL_HOLD_SEATS(event, trimmed, now_s, hold_items_max)
 
 
-_REAL_HOLD_SEATS = holding.hold_seats
+_REAL_HOLD_SEATS = hold_decisions.hold_seats
 
 
 def test_negative_control_partial_holds_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """With the all-or-nothing check switched off, the state machine must find a failure."""
-    monkeypatch.setattr(holding, "hold_seats", _partial_hold_seats)
+    monkeypatch.setattr(hold_decisions, "hold_seats", _partial_hold_seats)
     InventoryMachine.TestCase.settings = settings(MACHINE_SETTINGS, max_examples=200)
     with pytest.raises(AssertionError):
         InventoryMachine.TestCase().runTest()

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import actors.inventory
-import actors.inventory.shard
+import actors.inventory.core
 from cluster import native
 from cluster.native import compiler_missing
 
@@ -49,7 +49,7 @@ def _fresh_process_core(environment: dict[str, str]) -> dict[str, object]:
     """What a new interpreter that imports the core first thing runs: the shell's status, the
     core package's search path and where its `shard` module was loaded from."""
     code = (
-        "import json, actors.inventory.shard as shard, actors.inventory as core, cluster.native as native\n"
+        "import json, actors.inventory.core as shard, actors.inventory as core, cluster.native as native\n"
         "print(json.dumps({'compiled': native.CORE_STATUS.compiled, 'detail': native.CORE_STATUS.detail,\n"
         "                  'path': list(core.__path__), 'shard': shard.__file__}))\n"
     )
@@ -68,8 +68,8 @@ def test_a_current_build_is_chosen(sources: Path, tmp_path: Path) -> None:
 def test_an_edited_source_makes_the_build_stale(sources: Path, tmp_path: Path) -> None:
     build = tmp_path / "build"
     _record_build(sources, build)
-    holding = sources / "holding.py"
-    holding.write_text(holding.read_text() + "\n# edited after the build\n")
+    decisions = sources / "hold_decisions.py"
+    decisions.write_text(decisions.read_text() + "\n# edited after the build\n")
     chosen, why = native.choose(sources, build, {})
     assert chosen is None and "sources changed" in why
 
@@ -111,7 +111,7 @@ def test_the_finder_puts_the_build_first_on_the_core_package_only(tmp_path: Path
     spec = finder.find_spec(native.CORE_PACKAGE, list(actors.__path__))
     assert spec is not None and spec.submodule_search_locations is not None
     assert spec.submodule_search_locations == [str(tmp_path), str(native.PACKAGE_DIR)]
-    assert finder.find_spec("actors.inventory.shard", [str(native.PACKAGE_DIR)]) is None
+    assert finder.find_spec("actors.inventory.core", [str(native.PACKAGE_DIR)]) is None
     assert finder.find_spec("actors", None) is None
 
 
@@ -137,15 +137,15 @@ def test_this_machine_runs_the_compiled_core() -> None:
     """With a C compiler here, `make` must have produced a current build and the core must use it.
     Fails after editing a core module until `make` (or `python -m cluster.native`) runs again."""
     assert native.CORE_STATUS.compiled, native.CORE_STATUS.detail
-    assert actors.inventory.shard.__file__ is not None
-    assert actors.inventory.shard.__file__.endswith(EXTENSION_SUFFIXES[0])
+    assert actors.inventory.core.__file__ is not None
+    assert actors.inventory.core.__file__.endswith(EXTENSION_SUFFIXES[0])
 
 
 def test_the_interpreted_core_passes_the_inventory_tests() -> None:
     """The fallback for machines without a compiler: the core's own test files, interpreted."""
     files = sorted(str(path) for path in (ROOT / "tests" / "unit").glob("test_inventory_*.py"))
     code = (
-        "import sys, pytest, actors.inventory.shard as shard\n"
+        "import sys, pytest, actors.inventory.core as shard\n"
         "from cluster.native import CORE_STATUS\n"
         "assert not CORE_STATUS.compiled and shard.__file__.endswith('.py'), CORE_STATUS\n"
         f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', *{files!r}]))\n"

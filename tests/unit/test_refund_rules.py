@@ -22,11 +22,11 @@ from actors.inventory.commands import (
     RefundOrder,
     TransferTicket,
 )
+from actors.inventory.core import ShardInventory
 from actors.inventory.errors import ErrorCode
 from actors.inventory.layout import Layout, RowSpec, SeatedSectionSpec
 from actors.inventory.results import HoldView, OrderView, Outcome, Rejection, TicketView, TransferView
 from actors.inventory.sales import EventSettings
-from actors.inventory.shard import ShardInventory
 from tests.core_limits import core_limits
 
 pytestmark = pytest.mark.unit

@@ -87,6 +87,7 @@ PROTOCOL_CONSTANTS = {
     "router.deps.IDEMPOTENCY_KEY_CHARS_MAX": "API.md: an Idempotency-Key has 1-255 characters (and so does its column)",
     "router.queue_tokens.TOKEN_CHARS_MAX": "token format, published as the header's maxLength in the OpenAPI",
     "router.queue_tokens.SECRET_BYTES_MIN": "a security floor (16 bytes of entropy), not a tunable",
+    "router.queue_tokens.USER_DIGEST_BYTES": "the token format: how much of SHA-256(user id) a token carries",
     "router.schemas.TIME_YEAR_MIN": "API.md: times lie in years 1900-2999",
     "router.schemas.TIME_YEAR_MAX": "API.md: times lie in years 1900-2999",
     "router.schemas.TIME_CHARS_MAX": "RFC 3339: the longest time has 35 characters",

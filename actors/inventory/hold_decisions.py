@@ -145,7 +145,7 @@ def _admit(
 ) -> tuple[bytes, int] | Rejection:
     """The checks every hold passes first, in API order (422, then 403, then 409 limit).
 
-    Returns the user's key and serial, or for a user new to this event ``KeyTable.find_slot``'s
+    Returns the user's key and serial, or for a user new to this event ``KeyTable.find_bucket``'s
     negative answer, so that ``_new_hold`` adds them without probing the table again.
     """
     if not 1 <= quantity <= hold_items_max:
@@ -162,7 +162,7 @@ def _admit(
     state = USER_KEY_STATE.copy()  # compact.user_key, inlined: every hold pays it
     state.update(user_id.encode())
     key = state.digest()
-    user = event.users.find_slot(key)  # < 0: a new user (see _new_hold)
+    user = event.users.find_bucket(key)  # < 0: a new user (see _new_hold)
     limit = settings.per_person_limit
     if limit is not None and (0 if user < 0 else event.user_units[user]) + quantity > limit:
         return Rejection(ErrorCode.LIMIT_EXCEEDED, f"at most {limit} tickets per person for this event")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
-from actors.inventory import holding, ticketing
+from actors.inventory import hold_decisions, ticket_decisions
 from actors.inventory.changes import SYSTEM_ACTOR, Change, EventStatusChanged, IdempotencyRecorded
 from actors.inventory.commands import (
     USER_COMMAND_TYPES,
@@ -219,16 +219,16 @@ class ShardInventory:
     # --- holds ---------------------------------------------------------------------------------
 
     def _hold_seats(self, command: HoldSeats, now_s: float) -> Outcome:
-        return self._hold(command, holding.hold_seats, now_s, self.limits.hold_seats_max)
+        return self._hold(command, hold_decisions.hold_seats, now_s, self.limits.hold_seats_max)
 
     def _hold_pool(self, command: HoldGeneralAdmission, now_s: float) -> Outcome:
-        return self._hold(command, holding.hold_pool, now_s, self.limits.hold_quantity_max)
+        return self._hold(command, hold_decisions.hold_pool, now_s, self.limits.hold_quantity_max)
 
     def _hold_best(self, command: HoldBestAvailable, now_s: float) -> Outcome:
-        return self._hold(command, holding.hold_best, now_s, self.limits.hold_quantity_max)
+        return self._hold(command, hold_decisions.hold_best, now_s, self.limits.hold_quantity_max)
 
     def _hold(
-        self, command: _H, place: Callable[[EventInventory, _H, float, int], holding.Placed], now_s: float,
+        self, command: _H, place: Callable[[EventInventory, _H, float, int], hold_decisions.Placed], now_s: float,
         items_max: int,
     ) -> Outcome:
         event = self.events.get(command.event_id)
@@ -243,7 +243,7 @@ class ShardInventory:
         hold, changes, view = placed
         self._holds[hold_key] = hold
         heapq.heappush(self._expiry, (hold.expires_at_s, next(self._sequence), hold_key))  # _track, inlined
-        # tuple.__new__ skips Outcome's generated __new__ (see holding.py); ``replayed`` is False.
+        # tuple.__new__ skips Outcome's generated __new__ (see hold_decisions.py); ``replayed`` is False.
         return _new(Outcome, (view, changes, False))
 
     def _owned_hold(self, hold_id: UUID, user_id: str) -> Hold | Rejection:
@@ -255,7 +255,7 @@ class ShardInventory:
     def _end(
         self, hold: Hold, to_status: HoldStatus, actor: str, now_s: float, rejection: Rejection | None = None
     ) -> Outcome:
-        changes = holding.end_hold(hold, to_status, actor, now_s)
+        changes = hold_decisions.end_hold(hold, to_status, actor, now_s)
         self._close(hold)
         return _new(Outcome, (rejection or hold.event.hold_view(hold), changes, False))
 
@@ -297,7 +297,7 @@ class ShardInventory:
                 now_s,
                 Rejection(ErrorCode.HOLD_EXPIRED, "the hold has expired"),
             )
-        changes = holding.pin_hold(hold, command.user_id, now_s)
+        changes = hold_decisions.pin_hold(hold, command.user_id, now_s)
         return _new(Outcome, (hold.event.hold_view(hold), changes, False))
 
     def _pinned_hold(self, hold_id: UUID, user_id: str) -> Hold | Rejection:
@@ -310,7 +310,7 @@ class ShardInventory:
         hold = self._pinned_hold(command.hold_id, command.user_id)
         if isinstance(hold, Rejection):
             return Outcome(hold)
-        sold = holding.sell_hold(hold, command, now_s)
+        sold = hold_decisions.sell_hold(hold, command, now_s)
         if isinstance(sold, Rejection):
             return Outcome(sold)
         self._close(hold)
@@ -349,21 +349,21 @@ class ShardInventory:
             command.by_organizer or found[0].find_user(command.user_id) == found[0].tickets.order_buyer[found[1]]
         ):
             return Outcome(Rejection(ErrorCode.ORDER_NOT_FOUND, "no such order"))
-        refunded = ticketing.refund_order(*found, command, now_s)
+        refunded = ticket_decisions.refund_order(*found, command, now_s)
         return Outcome(refunded) if isinstance(refunded, Rejection) else Outcome(refunded[0], tuple(refunded[1]))
 
     def _transfer(self, command: TransferTicket, now_s: float) -> Outcome:
         found = self._find_ticket(command.ticket_id)
         if found is None or found[0].find_user(command.user_id) != found[0].tickets.owner[found[1]]:
             return Outcome(Rejection(ErrorCode.TICKET_NOT_FOUND, "no such ticket"))
-        moved = ticketing.transfer_ticket(*found, command, now_s)
+        moved = ticket_decisions.transfer_ticket(*found, command, now_s)
         return Outcome(moved) if isinstance(moved, Rejection) else Outcome(moved[0], tuple(moved[1]))
 
     def _check_in(self, command: CheckIn, now_s: float) -> Outcome:
         found = self._find_ticket(command.ticket_id)
         if found is None:
             return Outcome(Rejection(ErrorCode.TICKET_NOT_FOUND, "no such ticket"))
-        admitted = ticketing.check_in(*found, command.gate, now_s)
+        admitted = ticket_decisions.check_in(*found, command.gate, now_s)
         return Outcome(admitted) if isinstance(admitted, Rejection) else Outcome(admitted[0], tuple(admitted[1]))
 
     def _change_status(self, command: ChangeEventStatus, now_s: float) -> Outcome:
@@ -440,8 +440,8 @@ class ShardInventory:
         """Recount every event from scratch (recovery, tests)."""
         for event in self.events.values():
             check_all(event)
-        live = [hold for event in self.events.values() for hold in event.hold_slots if hold is not None]
+        live = [hold for event in self.events.values() for hold in event.hold_table if hold is not None]
         invariant(
             len(live) == len(self._holds) and all(self._holds.get(h.hold_id.int) is h for h in live),
-            "the shard's hold index and the events' hold slots differ",
+            "the shard's hold index and the events' hold tables differ",
         )
