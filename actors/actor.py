@@ -43,11 +43,11 @@ from actors.inventory import ShardInventory
 from actors.inventory.changes import IdempotencyRecorded
 from actors.inventory.results import Outcome
 from actors.isolation import ApplyCrashed, PoisonIsolation
-from actors.metrics import ShardMetrics
 from actors.protocol import ShellOutcome, Unavailable, core_command
 from actors.reads import answer_query
 from actors.recording import record_outcomes
 from actors.restore import load_keys, restore_shard
+from actors.shard_metrics import ShardMetrics
 from actors.wire import decode_requests, encode_replies
 from cluster.native import CORE_STATUS
 from cluster.settings import ShardBounds
@@ -99,13 +99,21 @@ class ShardActor:
         self.state = ShardState(ShardInventory(config.bounds.inventory_limits()))
         self.store: ShardStore = config.store(config.shard_id, config.dsn, StoreBounds.of(config.bounds))
         self.lookup: DurableLookup | None = None
-        self.committer: GroupCommitter | None = None
-        self.isolation: PoisonIsolation | None = None
+        bounds = config.bounds
+        self.committer = GroupCommitter(
+            self._commit, queue_batches_max=COMMIT_QUEUE_BATCHES_MAX,
+            batch_commands_max=bounds.commit_batch_commands_max, batch_wait_ms_max=bounds.commit_wait_ms_max,
+            on_failure=self._on_commit_failure, on_commit=self._on_commit,
+            on_poison=self._isolate_poison if config.isolation else None)
+        self.isolation = PoisonIsolation(config.shard_id, self.metrics, probe=self._probe,
+                                         rebuild=self._recover_until_done, apply=self._apply_after_rebuild,
+                                         commit=self._commit)
         # How many rebuilds or isolations are under way: the shard serves again when the last ends.
         self._paused = 0
         self._uncommitted_keys: dict[tuple[str, str], asyncio.Future[Any]] = {}
         self._start_task: asyncio.Task[None] | None = None
-        self._ready: asyncio.Event | None = None
+        # Set while the shard serves: cleared by a pause (rebuild, isolation), awaited by calls.
+        self._ready = asyncio.Event()
         self._timers: list[asyncio.Task[None]] = []  # held so the tasks are not collected
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
@@ -113,10 +121,8 @@ class ShardActor:
 
     async def _started(self) -> None:
         if self._start_task is None:
-            self._ready = asyncio.Event()
             self._start_task = asyncio.get_running_loop().create_task(self._start())
         await asyncio.shield(self._start_task)
-        assert self._ready is not None
         await self._ready.wait()
 
     async def _start(self) -> None:
@@ -135,18 +141,9 @@ class ShardActor:
                          START_ATTEMPTS_MAX)
             os._exit(75)
         self.lookup = self.store.lookup(self._event_layout)
-        self.committer = GroupCommitter(
-            self._commit, queue_batches_max=COMMIT_QUEUE_BATCHES_MAX,
-            batch_commands_max=self.bounds.commit_batch_commands_max, batch_wait_ms_max=self.bounds.commit_wait_ms_max,
-            on_failure=self._on_commit_failure, on_commit=self._on_commit,
-            on_poison=self._isolate_poison if self.config.isolation else None)
-        self.isolation = PoisonIsolation(self.config.shard_id, self.metrics, probe=self._probe,
-                                         rebuild=self._recover_until_done, apply=self._apply_after_rebuild,
-                                         commit=self._commit)
         self.committer.start()
         loop = asyncio.get_running_loop()
         self._timers = [loop.create_task(self._expire_loop()), loop.create_task(self._purge_loop())]
-        assert self._ready is not None
         self._ready.set()
 
     async def _recover(self) -> None:
@@ -180,12 +177,10 @@ class ShardActor:
 
     def _pause(self) -> None:
         """Stop taking calls (they wait in `apply`) until the matching `_resume`."""
-        assert self._ready is not None
         self._paused += 1
         self._ready.clear()
 
     def _resume(self) -> None:
-        assert self._ready is not None and self.committer is not None
         self._paused -= 1
         if self._paused == 0:
             self.committer.reset()
@@ -214,7 +209,6 @@ class ShardActor:
 
     async def _isolate_poison(self, entries: list[Entry], error: BaseException) -> None:
         """The committer's `on_poison`: a commit refused a value; isolate the command(s) behind it."""
-        assert self.isolation is not None
         self._pause()
         try:
             await self.isolation.commit_refused(entries, error)
@@ -222,7 +216,6 @@ class ShardActor:
             self._resume()
 
     async def _apply_crashed(self, requests: list[Any], crash: ApplyCrashed) -> list[Any]:
-        assert self.isolation is not None and self.committer is not None
         self._pause()
         try:
             replies = await self.isolation.apply_crashed(requests, crash, self.committer.drain)
@@ -250,13 +243,11 @@ class ShardActor:
 
     async def apply(self, requests: list[Any]) -> list[Any]:
         while True:
-            ready = self._ready
-            if ready is None or not ready.is_set():
+            if not self._ready.is_set():
                 await self._started()
             if not await self._fetch_evicted_keys(requests):
                 return [Unavailable("the idempotency keys could not be read from Postgres") for _ in requests]
             answered = await answer_ended_holds(self.state.inventory, self.lookup, requests)
-            assert self._ready is not None
             if self._ready.is_set():  # still: a rebuild may have begun while Postgres was asked
                 break
         state = self.state
@@ -292,7 +283,6 @@ class ShardActor:
         keys = [(change.user_id, change.key) for change in changes if type(change) is IdempotencyRecorded]
         own: asyncio.Future[Any] | None = None
         if changes:
-            assert self.committer is not None
             own = self.committer.submit(changes, sum(1 for outcome in outcomes if outcome.changes), requests,
                                         outcomes)
             for key in keys:
@@ -370,7 +360,6 @@ class ShardActor:
         tick_s = self.bounds.hold_expiry_tick_ms / 1000
         while True:
             await asyncio.sleep(tick_s)
-            assert self._ready is not None and self.committer is not None
             if not self._ready.is_set():
                 continue
             inventory = self.state.inventory
@@ -392,7 +381,6 @@ class ShardActor:
         Postgres in bounded batches, then let memory forget them. In that order: memory must never
         forget a key Postgres still holds (actors/inventory/idempotency.py)."""
         while True:
-            assert self._ready is not None
             if self._ready.is_set():
                 try:
                     deleted, purged_before_s = await self.store.purge_keys(
@@ -431,12 +419,11 @@ class ShardActor:
 
     async def health(self) -> dict[str, Any]:
         if self._start_task is None:  # a probe wakes a restarted actor up: recovery starts now
-            self._ready = asyncio.Event()
             self._start_task = asyncio.get_running_loop().create_task(self._start())
         state = self.state
         return {"shard_id": self.config.shard_id, "slots": len(self.config.slots), "pid": os.getpid(),
                 "started_at": self.started_at, "epoch": state.epoch,
-                "ready": bool(self._ready and self._ready.is_set()), "events": len(state.catalog),
+                "ready": self._ready.is_set(), "events": len(state.catalog),
                 "quarantined_events": sorted(str(event_id) for event_id in state.quarantined),
                 "core": CORE_STATUS.detail}
 

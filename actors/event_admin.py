@@ -11,7 +11,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from actors.events import event_row, layout_of, queue_required, section_rows, settings_of, windows_of
+from actors.event_bodies import event_row, layout_of, queue_required, section_rows, settings_of, windows_of
 from actors.inventory import ErrorCode, EventStatus, LayoutError, Rejection
 from actors.inventory.commands import ChangeEventStatus
 from actors.inventory.results import Outcome

@@ -37,8 +37,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from actors.committer import CommitFailed, Entry, is_data_error
-from actors.metrics import ShardMetrics
 from actors.protocol import Refused, core_command
+from actors.shard_metrics import ShardMetrics
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from actors.protocol import (
 
 if TYPE_CHECKING:
     from actors.catalog import ShardState
-    from actors.metrics import ShardMetrics
+    from actors.shard_metrics import ShardMetrics
     from shards.lookup import DurableLookup
 
 

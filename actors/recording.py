@@ -13,8 +13,8 @@ from actors.inventory.commands import (
     ReleaseHold,
 )
 from actors.inventory.results import HoldView, OrderView, Outcome, Rejection
-from actors.metrics import ShardMetrics
 from actors.protocol import ShellOutcome, core_command
+from actors.shard_metrics import ShardMetrics
 
 HOLD_COMMANDS = (HoldSeats, HoldGeneralAdmission, HoldBestAvailable)
 _HOLD_COMMAND_TYPES = frozenset(HOLD_COMMANDS)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from actors.catalog import Catalog, EventBody, ShardState
-from actors.events import document_from_rows, layout_of, settings_of
+from actors.event_bodies import document_from_rows, layout_of, settings_of
 from actors.inventory import InventoryLimits, ShardInventory, invariant
 from actors.inventory.commands import USER_COMMAND_TYPES
 from actors.inventory.idempotency import IdempotencyCache

@@ -156,7 +156,7 @@ def recovery_breakdown(dsn: str) -> dict[str, float]:
     from actors.inventory import ShardInventory
     from actors.restore import adopt
     from cluster.settings import ShardBounds
-    from shards.events import configure_json
+    from shards.event_rows import configure_json
     from shards.lease import take_lease
     from shards.loader import load_events, load_idempotency
 

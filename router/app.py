@@ -15,14 +15,14 @@ from router.checkout import build_checkout_service
 from router.checkout.gateway import build_gateway
 from router.checkout.route import router as checkout_router
 from router.edge import EdgeMiddleware
-from router.errors import install_error_handlers
 from router.events_api import router as events_router
 from router.health import router as health_router
 from router.holds_api import router as holds_router
+from router.http_metrics import observe_payment_call
 from router.jsonbody import JSONBody
-from router.metrics import observe_payment_call
 from router.openapi import install_openapi
 from router.orders_api import router as orders_router
+from router.problems import install_error_handlers
 from router.queue_tokens import QueueTokens
 from router.ratelimit import RateLimiter
 from router.resolver import CheckoutResolver
@@ -30,7 +30,7 @@ from router.runtime import Runtime
 from router.seat_stream import lifespan as seat_streams_lifespan
 from router.seat_stream import router as seat_stream_router
 from router.shard_client import ShardClient
-from router.tickets.service import TicketCodes
+from router.tickets.ticket_codes import TicketCodes
 
 API_VERSION = "1.0.0"
 

@@ -27,7 +27,7 @@ from fastapi import Request
 
 from cluster.secrets import read_jwt_secret
 from cluster.settings import Settings
-from router.errors import ApiError
+from router.problems import ApiError
 from router.schemas import unstorable_character
 
 ROLES = frozenset({"buyer", "organizer", "validator", "admin"})

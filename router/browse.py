@@ -25,11 +25,11 @@ from fastapi import APIRouter, Query, Request
 from prometheus_client import Counter, Histogram
 from pydantic import StringConstraints
 
-from actors.events import document_from_rows
+from actors.event_bodies import document_from_rows
 from router.deps import settings_of
-from router.errors import PROBLEM, ApiError
+from router.http_metrics import LATENCY_BUCKETS_S
 from router.jsonbody import JSONBody
-from router.metrics import LATENCY_BUCKETS_S
+from router.problems import PROBLEM, ApiError
 from router.runtime import Runtime
 from router.schemas import LINE, ApiTime, time_range_error
 from router.views import unavailable_error

@@ -24,8 +24,8 @@ from actors.inventory.results import Rejection, TicketView
 from actors.protocol import EventDocument, GetEvent
 from router.auth import VALIDATORS, Principal, authorize
 from router.deps import call_shard, client_of, parse_body, settings_of
-from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
+from router.problems import PROBLEM, ApiError
 from router.schemas import Strict, time_range_error
 from router.tickets.codes import CODE_CHARS_MAX, TicketCodeInvalid
 from router.views import expect, iso, rejection_error, ticket_body

@@ -10,7 +10,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from cluster.settings import Settings
-from router.errors import ApiError
+from router.problems import ApiError
 from router.shard_client import Overloaded, ShardClient, ShardUnavailable
 from router.views import unavailable_error
 from shards.slots import slot_of_id

@@ -15,8 +15,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from router.errors import problem_body
-from router.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REJECTED, HTTP_REQUESTS
+from router.http_metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REJECTED, HTTP_REQUESTS
+from router.problems import problem_body
 
 log = logging.getLogger("ticketing.access")
 

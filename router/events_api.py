@@ -20,8 +20,8 @@ from actors.protocol import (
 )
 from router.auth import ANY_ROLE, ORGANIZERS, authorize
 from router.deps import call_shard, client_of, parse_body, settings_of
-from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
+from router.problems import PROBLEM, ApiError
 from router.schemas import EventCreate, EventPatch, Identifier
 from router.views import availability_body, expect, seat_map_body
 

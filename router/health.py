@@ -10,9 +10,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from router.errors import problem_response
+from router.http_metrics import COMPONENT_UP, render
 from router.jsonbody import JSONBody
-from router.metrics import COMPONENT_UP, render
+from router.problems import problem_response
 from router.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from actors.inventory.results import HoldView
 from actors.protocol import GetHold
 from router.auth import BUYERS, authorize
 from router.deps import call_shard, client_of, idempotency_key, parse_body, settings_of, shard_of_entity
-from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
+from router.problems import PROBLEM, ApiError
 from router.ratelimit import rate_limit
 from router.schemas import HoldCreate
 from router.views import expect, hold_body
@@ -30,7 +30,8 @@ def _command(body: HoldCreate, user_id: str, key: str | None, admitted: bool
     hold_id = new_id(slot_of(body.event_id))
     if body.seats is not None:
         return HoldSeats(body.event_id, user_id, hold_id, tuple(body.seats), body.presale_code, key, admitted)
-    assert body.section is not None and body.quantity is not None
+    if body.section is None or body.quantity is None:  # HoldCreate refuses this; kept for the type checker
+        raise ApiError(422, "VALIDATION_ERROR", "give exactly one of seats or section and quantity")
     if body.best_available:
         return HoldBestAvailable(body.event_id, user_id, hold_id, body.section, body.quantity, body.adjacent,
                                  body.presale_code, key, admitted)

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from router import responses as r
 from router.deps import IDEMPOTENCY_KEY_CHARS_MAX, IDEMPOTENCY_KEY_PATTERN
 from router.edge import REQUEST_ID_PATTERN
-from router.errors import PROBLEM, Problem
+from router.problems import PROBLEM, Problem
 from router.queue_tokens import TOKEN_CHARS_MAX
 
 SCHEMA_REF = "#/components/schemas/{model}"

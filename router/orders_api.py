@@ -18,8 +18,8 @@ from actors.protocol import EventDocument, GetEvent, GetOrder, GetTicket, GetUse
 from router.auth import ANY_ROLE, BUYERS, authorize
 from router.checkout import CheckoutService, RefundRequest
 from router.deps import call_shard, client_of, idempotency_key, parse_body, settings_of, shard_of_entity
-from router.errors import PROBLEM, ApiError
 from router.jsonbody import JSONBody
+from router.problems import PROBLEM, ApiError
 from router.ratelimit import rate_limit
 from router.schemas import Strict
 from router.views import expect, order_body, ticket_body

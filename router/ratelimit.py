@@ -20,7 +20,7 @@ from prometheus_client import Counter
 from redis.exceptions import NoScriptError, RedisError
 
 from cluster.settings import Settings
-from router.errors import ApiError
+from router.problems import ApiError
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from prometheus_client import Counter
 
 from cluster.settings import Settings
 from router.checkout.service import CheckoutService, Unsettled
-from router.errors import ApiError
+from router.problems import ApiError
 from router.runtime import Runtime
 from shards.checkout_queries import Cursor, PaymentRow, PinnedHold, QueryFailed
 

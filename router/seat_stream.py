@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from actors.protocol import AvailabilityView, GetAvailability, GetSeatMap, SeatMapView
 from router.deps import call_shard, client_of, settings_of
-from router.errors import PROBLEM
+from router.problems import PROBLEM
 from router.shard_client import ShardClient, ShardUnavailable
 from router.views import availability_body, expect, seat_map_body, unavailable_error
 

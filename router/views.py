@@ -7,7 +7,7 @@ from typing import Any
 
 from actors.inventory.results import HoldView, OrderView, Rejection, TicketView
 from actors.protocol import AvailabilityView, Refused, SeatMapView, Unavailable
-from router.errors import UNAVAILABLE_DETAIL, ApiError
+from router.problems import UNAVAILABLE_DETAIL, ApiError
 
 REASON_CHARS_MAX = 500  # of an internal failure message kept for the log
 

@@ -29,7 +29,7 @@ import asyncpg
 from actors.inventory.changes import IdempotencyRecorded
 from cluster.settings import ShardBounds
 from shards.codec import ResultCodec, core_result_codec
-from shards.events import configure_json
+from shards.event_rows import configure_json
 from shards.lease import take_lease
 from shards.loader import EventRows, load_events, load_idempotency
 from shards.lookup import DurableLookup, EventLayouts, purge_idempotency_keys

@@ -45,7 +45,7 @@ from actors.inventory.changes import (
     TicketStatusChanged,
 )
 from shards.codec import ResultCodec
-from shards.events import configure_json, insert_event, update_event
+from shards.event_rows import configure_json, insert_event, update_event
 
 TIMESTAMPS_CACHED_MAX = 4096
 EVENT_IDS_CACHED_MAX = 4096
@@ -62,7 +62,7 @@ SeatClaim = tuple[UUID | None, str, UUID | None]
 
 
 class EventRowsCreated(NamedTuple):
-    """A new event's rows (see `shards.events`); written first in its batch."""
+    """A new event's rows (see `shards.event_rows`); written first in its batch."""
 
     event: dict[str, Any]
     sections: list[dict[str, Any]]
@@ -122,7 +122,7 @@ class _Timestamps(dict[Any, tuple[int]]):
     this table's C-level ``__getitem__`` as the encoder, so plans carry the change records' float
     ``at_s`` as they are: the commands of one apply call share one ``now_s``, so nearly every
     lookup is a hit. A miss computes exactly what ``datetime.fromtimestamp`` gives (its rounding),
-    and a datetime (event rows, written by `shards.events`) is converted without being kept.
+    and a datetime (event rows, written by `shards.event_rows`) is converted without being kept.
     Infinite timestamps are never written by the writer and are not supported.
     """
 

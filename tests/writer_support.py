@@ -31,7 +31,7 @@ from typing import Any
 import asyncpg
 from hypothesis import strategies as st
 
-from actors.events import event_row, layout_of, section_rows, settings_of
+from actors.event_bodies import event_row, layout_of, section_rows, settings_of
 from actors.inventory.changes import (
     HoldCreated,
     HoldStatusChanged,

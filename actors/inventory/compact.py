@@ -118,11 +118,6 @@ class KeyTable:
         buckets[index] = serial
         return serial
 
-    def intern(self, key: bytes) -> int:
-        """The serial of ``key``, adding it if new."""
-        serial = self.find(key)
-        return serial if serial != _EMPTY else self.add(key)
-
     def extend(self, keys: Iterable[bytes]) -> None:
         """Bulk load (recovery): append many new keys."""
         for key in keys:

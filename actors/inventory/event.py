@@ -97,11 +97,6 @@ class EventInventory:
         self.user_units.append(0)
         return self.users.add(key)
 
-    def add_user_at(self, key: bytes, missed: int) -> int:
-        """Add a new user where ``users.find_bucket(key)`` returned ``missed`` (see KeyTable)."""
-        self.user_units.append(0)
-        return self.users.add_at(key, missed)
-
     def units_of(self, user: int) -> int:
         return 0 if user == NOBODY else self.user_units[user]
 
@@ -190,10 +185,6 @@ class EventInventory:
             self.open_row[section.index] = row
 
     # --- views ---------------------------------------------------------------------------------
-
-    def seat_item(self, seat_no: int) -> HoldItem:
-        section = self.layout.section_of(seat_no)
-        return _new(HoldItem, (section.seat_label(seat_no), section.section_id, section.price_cents))
 
     def seat_items(self, seat_nos: tuple[int, ...]) -> tuple[HoldItem, ...]:
         """One item per seat, with its label; ``Layout.section_of`` and ``Section.seat_label``

@@ -180,7 +180,7 @@ def _new_hold(
 ) -> Hold:
     """The hold object, for a user added to the event now if it is their first."""
     key, user = admitted
-    if user < 0:  # EventInventory.add_user_at, inlined: one call less on every first hold
+    if user < 0:  # a new user, added where find_bucket missed (KeyTable.add_at)
         event.user_units.append(0)
         user = event.users.add_at(key, user)
     return Hold(hold_id, event, user, pool, seat_nos, quantity, now_s + event.settings.hold_seconds)

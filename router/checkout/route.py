@@ -14,8 +14,8 @@ from pydantic import Field, StringConstraints
 from router.auth import BUYERS, authorize
 from router.checkout.service import CheckoutRequest, CheckoutService
 from router.deps import client_of, idempotency_key, parse_body, shard_of_entity
-from router.errors import PROBLEM
 from router.jsonbody import JSONBody
+from router.problems import PROBLEM
 from router.ratelimit import rate_limit
 from router.schemas import Strict
 from router.views import order_body

@@ -60,7 +60,7 @@ from router.checkout.gateway import (
     PaymentGateway,
     RefundRejected,
 )
-from router.errors import ApiError
+from router.problems import ApiError
 from router.shard_client import Overloaded, ShardUnavailable
 from router.views import expect, rejection_error, unavailable_error
 from shards.checkout_queries import CheckoutQueries, PaymentRow, QueryFailed

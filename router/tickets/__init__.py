@@ -4,7 +4,7 @@ router/checkins_api.py):
 - `codes` — the signed code's format (claims, payload bytes, base64url), standard library only;
 - `keyring` — the Ed25519 key ring and its key files under ``<data_dir>/secrets/ticket_keys``;
 - `qr` — QR images (PNG, SVG) of a code;
-- `service` — `TicketCodes`, what a router worker holds: sign a ticket view, verify a scan,
+- `ticket_codes` — `TicketCodes`, what a router worker holds: sign a ticket view, verify a scan,
   render and cache its QR image.
 
 The names a gate or a tool needs (`cluster/verify.py`, tests) are re-exported here; importing the

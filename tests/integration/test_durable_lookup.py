@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from actors.events import layout_of
+from actors.event_bodies import layout_of
 from actors.inventory.commands import (
     BeginCheckout,
     CheckIn,

@@ -60,7 +60,7 @@ def test_limiter_reloads_the_script_after_a_flush(cluster: RunningCluster) -> No
         await client.script_flush()  # as after a Redis restart: EVALSHA now answers NOSCRIPT
         await limiter.check(user, "127.0.0.9")
         await limiter.check(user, "127.0.0.9")
-        from router.errors import ApiError
+        from router.problems import ApiError
 
         with pytest.raises(ApiError) as refused:
             await limiter.check(user, "127.0.0.9")

@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from actors.events import layout_of, settings_of
+from actors.event_bodies import layout_of, settings_of
 from actors.inventory.commands import BeginCheckout, ConfirmCheckout, HoldGeneralAdmission, HoldSeats, ReleaseHold
 from actors.inventory.core import ShardInventory
 from actors.inventory.layout import Layout

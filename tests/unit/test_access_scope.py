@@ -30,7 +30,7 @@ from cluster import secrets
 from cluster.settings import Settings
 from router.app import create_app
 from router.auth import TOKEN_EVENTS_MAX, TokenVerifier, issue_token
-from router.errors import ApiError
+from router.problems import ApiError
 from router.queue_tokens import KEY_LABEL, QueueTokens
 from router.tickets import KeyRing, TicketClaims
 

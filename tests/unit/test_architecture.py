@@ -79,7 +79,7 @@ def test_a_lost_postgres_connection_is_still_a_503() -> None:
     (a bug or bad data) must not."""
     import asyncpg
 
-    from router.errors import CONNECTION_ERRORS
+    from router.problems import CONNECTION_ERRORS
 
     for lost in (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
                  asyncpg.TooManyConnectionsError, ConnectionRefusedError, TimeoutError):

@@ -14,7 +14,7 @@ import pytest
 
 from router.checkout import keys
 from router.deps import idempotency_key
-from router.errors import ApiError
+from router.problems import ApiError
 
 pytestmark = pytest.mark.unit
 

@@ -27,7 +27,7 @@ from actors.protocol import CompleteCheckout, GetHold, GetOrder, RecordPayment, 
 from router.checkout import keys
 from router.checkout.gateway import CHARGE_AMOUNT_CENTS_MAX, Charge, FaultyGateway, GatewayError, SimulatedGateway
 from router.checkout.service import CheckoutRequest, CheckoutService, RefundRequest
-from router.errors import ApiError
+from router.problems import ApiError
 from shards.checkout_queries import PaymentRow
 from shards.slots import new_id
 from shards.writer import PaymentRecorded

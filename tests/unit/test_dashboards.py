@@ -11,7 +11,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY, generate_latest
 
-from actors.metrics import ShardMetrics
+from actors.shard_metrics import ShardMetrics
 
 pytestmark = pytest.mark.unit
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "dashboards"
 METRIC = re.compile(r"\bticketing_[a-z0-9_]+")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
-ROUTER_MODULES = ("router.metrics", "router.edge", "router.shard_client", "router.checkout", "router.orders_api",
+ROUTER_MODULES = ("router.http_metrics", "router.edge", "router.shard_client", "router.checkout", "router.orders_api",
                   "router.checkins_api", "router.resolver", "router.ratelimit", "router.browse",
                   "router.seat_stream")
 

@@ -102,7 +102,7 @@ def test_a_cached_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
     import time as clock
 
     from router.auth import TokenVerifier
-    from router.errors import ApiError
+    from router.problems import ApiError
 
     settings = Settings(jwt_secret=SECRET, data_dir=DATA_DIR)
     verifier = TokenVerifier(settings)
@@ -144,7 +144,7 @@ def test_the_fast_hs256_path_refuses_forgeries(forgery: str) -> None:
     import orjson
 
     from router.auth import TokenVerifier
-    from router.errors import ApiError
+    from router.problems import ApiError
 
     verifier = TokenVerifier(Settings(jwt_secret=SECRET, data_dir=DATA_DIR))
     header, payload, signature = issue_token(SECRET, "mallory", "buyer", 60).split(".")

@@ -13,8 +13,8 @@ from fastapi.routing import APIRoute
 
 from cluster.settings import Settings
 from router.app import create_app
-from router.errors import TITLES
 from router.openapi import CONTRACTS
+from router.problems import TITLES
 
 pytestmark = pytest.mark.unit
 

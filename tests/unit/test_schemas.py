@@ -16,8 +16,8 @@ from pydantic import ValidationError
 
 from actors.inventory.results import HoldView
 from actors.protocol import Unavailable
-from router.errors import TITLES, ApiError, install_error_handlers
 from router.health import _run
+from router.problems import TITLES, ApiError, install_error_handlers
 from router.schemas import EventCreate, HoldCreate, Strict, unstorable_character
 from router.views import expect
 

@@ -140,7 +140,7 @@ class _ProblemBase(BaseModel):
 # The problem document's schema for OpenAPI (application/problem+json), `code` being one of TITLES.
 ProblemCode: Any = Literal.__getitem__(tuple(TITLES))
 Problem = create_model("Problem", __base__=_ProblemBase,
-                       code=(ProblemCode, Field(description="Stable machine code; see router/errors.py")))
+                       code=(ProblemCode, Field(description="Stable machine code; see router/problems.py")))
 
 
 def problem_body(status: int, code: str, detail: str = "", **extra: Any) -> dict[str, Any]:
