@@ -42,6 +42,7 @@ from shards.lease import take_lease
 from shards.writer import Diverged, connect_writer, plan_batch, write_batch
 from tests.core_limits import core_limits
 from tests.harness import RunningCluster
+from tests.support import fetch
 from tests.writer_support import BASE_S, DOCUMENT, LAYOUT, POOL, POOL_CAPACITY, event_rows_created
 
 pytestmark = pytest.mark.integration
@@ -108,12 +109,6 @@ async def prepare(dsn: str, event_id: uuid.UUID, *ddl: str) -> int:
     return epoch
 
 
-async def fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(dsn)
-    try:
-        return list(await connection.fetch(query, *args))
-    finally:
-        await connection.close()
 
 
 def split_brain(dsn: str, *ddl: str, sold: bool) -> tuple[uuid.UUID, list[BaseException | None]]:
