@@ -12,20 +12,9 @@ STATUS_TIMEOUT_S = 5.0
 
 
 async def _database(dsn: str) -> dict[str, Any]:
-    import asyncpg
+    from shards.migrate import shard_database_status
 
-    try:
-        connection = await asyncpg.connect(dsn, timeout=STATUS_TIMEOUT_S)
-    except Exception as error:
-        return {"up": False, "error": str(error)[:200]}
-    try:
-        version = await connection.fetchval("SELECT max(version) FROM schema_migrations")
-        epoch = await connection.fetchval("SELECT max(epoch) FROM shard_lease")
-        return {"up": True, "schema_version": version, "lease_epoch": epoch}
-    except Exception as error:
-        return {"up": True, "error": str(error)[:200]}
-    finally:
-        await connection.close()
+    return await shard_database_status(dsn, timeout_s=STATUS_TIMEOUT_S)
 
 
 async def _redis(url: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -115,3 +116,20 @@ async def migrate_all(dsns: list[str], *, timeout_s: float) -> dict[str, list[st
         await ensure_database(dsn, timeout_s=timeout_s)
         result[dsn] = await apply_migrations(dsn, timeout_s=timeout_s)
     return result
+
+
+async def shard_database_status(dsn: str, *, timeout_s: float) -> dict[str, Any]:
+    """What `ticketing status` shows of one shard database: reachable, its schema version, the
+    lease epoch of its actor (or the error, shortened)."""
+    try:
+        connection = await asyncpg.connect(dsn, timeout=timeout_s)
+    except Exception as error:
+        return {"up": False, "error": str(error)[:200]}
+    try:
+        version = await connection.fetchval("SELECT max(version) FROM schema_migrations", timeout=timeout_s)
+        epoch = await connection.fetchval("SELECT max(epoch) FROM shard_lease", timeout=timeout_s)
+        return {"up": True, "schema_version": version, "lease_epoch": epoch}
+    except Exception as error:
+        return {"up": True, "error": str(error)[:200]}
+    finally:
+        await connection.close()
