@@ -57,10 +57,6 @@ from shards.writer import Fenced
 
 log = logging.getLogger(__name__)
 
-# Commit batches queued behind the one in flight; bounded by the actor's max_concurrency anyway.
-COMMIT_QUEUE_BATCHES_MAX = 1024
-START_ATTEMPTS_MAX = 30
-START_RETRY_S = 1.0
 # The actor allocates a few short-lived objects per command and keeps millions of long-lived ones
 # (holds, the recovered state). Collecting the youngest generation every 700 allocations (the
 # default) spent 6-9% of a hold in the collector (measured), and every full collection would walk
@@ -101,7 +97,7 @@ class ShardActor:
         self.lookup: DurableLookup | None = None
         bounds = config.bounds
         self.committer = GroupCommitter(
-            self._commit, queue_batches_max=COMMIT_QUEUE_BATCHES_MAX,
+            self._commit, queue_batches_max=bounds.commit_queue_batches_max,
             batch_commands_max=bounds.commit_batch_commands_max, batch_wait_ms_max=bounds.commit_wait_ms_max,
             on_failure=self._on_commit_failure, on_commit=self._on_commit,
             on_poison=self._isolate_poison if config.isolation else None)
@@ -126,7 +122,7 @@ class ShardActor:
         await self._ready.wait()
 
     async def _start(self) -> None:
-        for attempt in range(START_ATTEMPTS_MAX):
+        for attempt in range(self.bounds.actor_start_attempts_max):
             try:
                 await self.store.open()
                 await self._recover()
@@ -134,11 +130,11 @@ class ShardActor:
             except DATABASE_ERRORS as error:
                 log.warning("shard %s start attempt %d failed: %r", self.config.shard_id, attempt + 1, error)
                 self.store.close()
-                await asyncio.sleep(START_RETRY_S)
+                await asyncio.sleep(self.bounds.actor_start_retry_s)
         else:
             # Exit rather than live on unable to serve: Ray restarts the process and it tries anew.
             log.critical("shard %s could not recover after %d attempts: exiting", self.config.shard_id,
-                         START_ATTEMPTS_MAX)
+                         self.bounds.actor_start_attempts_max)
             os._exit(75)
         self.lookup = self.store.lookup(self._event_layout)
         self.committer.start()
@@ -203,7 +199,7 @@ class ShardActor:
                 return
             except Exception as error:
                 log.warning("shard %s rebuild failed, retrying: %s", self.config.shard_id, error)
-                await asyncio.sleep(START_RETRY_S)
+                await asyncio.sleep(self.bounds.actor_start_retry_s)
 
     # --- poison isolation (actors/isolation.py) ---------------------------------------------------
 

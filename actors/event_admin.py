@@ -16,8 +16,8 @@ from actors.inventory import ErrorCode, EventStatus, LayoutError, Rejection
 from actors.inventory.commands import ChangeEventStatus
 from actors.inventory.results import Outcome
 from actors.protocol import CreateEvent, EventDocument, ShellOutcome, UpdateEvent
+from shards.records import EventFieldsChanged, EventRowsCreated
 from shards.slots import slot_of
-from shards.writer import EventFieldsChanged, EventRowsCreated
 
 if TYPE_CHECKING:
     from actors.catalog import EventBody, ShardState

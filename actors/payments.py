@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from actors.inventory.results import OrderView, Outcome
 from actors.inventory.tickets import TicketStatus
 from actors.protocol import Ack, CompleteCheckout, PaymentRecord, RecordPayment, RefundPaidOrder, ShellOutcome
-from shards.writer import PaymentRecorded, TicketHoldersRecorded
+from shards.records import PaymentRecorded, TicketHoldersRecorded
 
 if TYPE_CHECKING:
     from actors.inventory import ShardInventory

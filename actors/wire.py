@@ -29,7 +29,6 @@ from actors.inventory.commands import HoldBestAvailable, HoldGeneralAdmission, H
 from actors.inventory.errors import ErrorCode
 from actors.inventory.holds import HoldStatus
 from actors.inventory.results import HoldView, Rejection
-from shards.writer import interned_pg_uuid
 
 AS_IS, GA, SEATS, BEST, HOLD_VIEW, REJECTION = range(6)
 PICKLE_PROTOCOL = 5
@@ -55,6 +54,27 @@ _GA_SETTERS = tuple(HoldGeneralAdmission.__dict__[name].__set__ for name in (
 # GA hold's row and audit row went from 1.5 to 1.1 µs, measured). The core holds asyncpg UUIDs
 # anyway after any recovery (Postgres rows decode to them). Replies for the router keep
 # `uuid.UUID`, which orjson serialises and asyncpg's type does not.
+
+# Event ids interned as asyncpg UUIDs, shared by the wire decoder and the writer's COPY rows
+# (`shards.writer`); emptied when it holds this many (a bound, not a tunable: a shard's events).
+EVENT_IDS_CACHED_MAX = 4096
+_interned_ids: dict[int, uuid.UUID] = {}
+
+
+def interned_pg_uuid(value: int) -> uuid.UUID:
+    """The id with this 128-bit value as asyncpg's own UUID type, one object per id.
+
+    For event ids, which every hold row, audit row and command of a batch repeats: COPY writes
+    asyncpg's UUID with a memcpy where a uuid.UUID costs a call of its Python `bytes` property
+    (~0.1 µs), and `actors.wire` shares the object among the commands it decodes. The table is
+    emptied when it holds `EVENT_IDS_CACHED_MAX` ids.
+    """
+    interned = _interned_ids.get(value)
+    if interned is None:
+        if len(_interned_ids) >= EVENT_IDS_CACHED_MAX:
+            _interned_ids.clear()
+        interned = _interned_ids[value] = PgUUID(value.to_bytes(16, "big"))
+    return interned
 
 
 def _uuid(data: bytes) -> uuid.UUID:

@@ -122,7 +122,11 @@ class Settings(BaseSettings):
     # Actor → Postgres group commit.
     commit_batch_commands_max: int = Field(2048, ge=1)
     commit_wait_ms_max: float = Field(2.0, ge=0)
+    commit_queue_batches_max: int = Field(1024, ge=1)
+    actor_start_attempts_max: int = Field(30, ge=1)
+    actor_start_retry_s: float = Field(1.0, gt=0)
     db_call_timeout_s: float = Field(3.0, gt=0)
+    db_pool_size_min: int = Field(2, ge=1)
     db_pool_size_max: int = Field(8, ge=1)
     # Idempotency keys: an actor's memory holds the newest `idempotency_keys_max`; Postgres keeps
     # every key at least `idempotency_retention_s` (API.md: ≥ 24 h), then the actor's purge job
@@ -269,7 +273,11 @@ class ShardBounds:
     idempotency_purge_batch_keys_max: int
     commit_batch_commands_max: int
     commit_wait_ms_max: float
+    commit_queue_batches_max: int
+    actor_start_attempts_max: int
+    actor_start_retry_s: float
     db_call_timeout_s: float
+    db_pool_size_min: int
     db_pool_size_max: int
     durable_lookup_timeout_s: float
     recovery_timeout_s: float

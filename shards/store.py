@@ -35,7 +35,6 @@ from shards.loader import EventRows, load_events, load_idempotency
 from shards.lookup import DurableLookup, EventLayouts, purge_idempotency_keys
 from shards.writer import connect_writer, plan_batch, probe_commands, write_batch
 
-DB_POOL_SIZE_MIN = 2
 # What the actor treats as "the database did not answer" when it starts: retry, do not crash.
 DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
@@ -45,6 +44,7 @@ class StoreBounds:
     """The bounds a store works within (from `cluster.settings.ShardBounds`)."""
 
     db_call_timeout_s: float
+    db_pool_size_min: int
     db_pool_size_max: int
     recovery_timeout_s: float
     durable_lookup_timeout_s: float
@@ -52,7 +52,8 @@ class StoreBounds:
 
     @classmethod
     def of(cls, bounds: ShardBounds) -> StoreBounds:
-        return cls(db_call_timeout_s=bounds.db_call_timeout_s, db_pool_size_max=bounds.db_pool_size_max,
+        return cls(db_call_timeout_s=bounds.db_call_timeout_s, db_pool_size_min=bounds.db_pool_size_min,
+                   db_pool_size_max=bounds.db_pool_size_max,
                    recovery_timeout_s=bounds.recovery_timeout_s,
                    durable_lookup_timeout_s=bounds.durable_lookup_timeout_s,
                    idempotency_purge_batch_keys_max=bounds.idempotency_purge_batch_keys_max)
@@ -103,7 +104,7 @@ class PostgresShardStore:
     async def open(self) -> None:
         timeout_s = self.bounds.db_call_timeout_s
         self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=DB_POOL_SIZE_MIN, max_size=self.bounds.db_pool_size_max, init=configure_json,
+            self.dsn, min_size=self.bounds.db_pool_size_min, max_size=self.bounds.db_pool_size_max, init=configure_json,
             command_timeout=timeout_s, timeout=timeout_s)
 
     def close(self) -> None:

@@ -22,11 +22,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 from uuid import UUID
 
 import asyncpg
-from asyncpg.pgproto.pgproto import UUID as PgUUID
 
 from actors.inventory.changes import (
     SYSTEM_ACTOR,
@@ -44,11 +43,17 @@ from actors.inventory.changes import (
     TicketsIssued,
     TicketStatusChanged,
 )
+from actors.wire import interned_pg_uuid
 from shards.codec import ResultCodec
 from shards.event_rows import configure_json, insert_event, update_event
+from shards.records import (
+    EventFieldsChanged,
+    EventRowsCreated,
+    PaymentRecorded,
+    TicketHoldersRecorded,
+)
 
 TIMESTAMPS_CACHED_MAX = 4096
-EVENT_IDS_CACHED_MAX = 4096
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _HELD = "held"
@@ -59,45 +64,6 @@ _SOLD = "sold"
 # releases the seat (the core does not keep an order's hold; the unique ``orders.hold_id`` makes
 # the order name the claim just as well).
 SeatClaim = tuple[UUID | None, str, UUID | None]
-
-
-class EventRowsCreated(NamedTuple):
-    """A new event's rows (see `shards.event_rows`); written first in its batch."""
-
-    event: dict[str, Any]
-    sections: list[dict[str, Any]]
-
-
-class EventFieldsChanged(NamedTuple):
-    """Organizer changes to an event's queue settings or sale windows."""
-
-    event_id: UUID
-    fields: dict[str, Any]
-
-
-class PaymentRecorded(NamedTuple):
-    """Upsert a `payments` row by (gateway, idempotency_key): the gateway is the source of truth
-    for money, so a later report (refund succeeded, outcome resolved) overwrites the earlier one."""
-
-    payment_id: UUID
-    event_id: UUID
-    hold_id: UUID
-    order_id: UUID | None
-    user_id: str
-    kind: str
-    gateway: str
-    gateway_ref: str | None
-    idempotency_key: str
-    amount_cents: int
-    currency: str
-    status: str
-    at_s: float
-
-
-class TicketHoldersRecorded(NamedTuple):
-    ticket_ids: tuple[UUID, ...]
-    names: tuple[str, ...]
-    emails: tuple[str, ...]
 
 
 class Fenced(Exception):
@@ -307,25 +273,6 @@ def plan_batch(changes: Iterable[Any]) -> BatchPlan:  # noqa: C901 — one flat 
         else:
             raise TypeError(f"the writer does not know change record {kind.__name__}")
     return plan
-
-
-_interned_ids: dict[int, UUID] = {}
-
-
-def interned_pg_uuid(value: int) -> UUID:
-    """The id with this 128-bit value as asyncpg's own UUID type, one object per id.
-
-    For event ids, which every hold row, audit row and command of a batch repeats: COPY writes
-    asyncpg's UUID with a memcpy where a uuid.UUID costs a call of its Python `bytes` property
-    (~0.1 µs), and `actors.wire` shares the object among the commands it decodes. The table is
-    emptied when it holds `EVENT_IDS_CACHED_MAX` ids.
-    """
-    interned = _interned_ids.get(value)
-    if interned is None:
-        if len(_interned_ids) >= EVENT_IDS_CACHED_MAX:
-            _interned_ids.clear()
-        interned = _interned_ids[value] = PgUUID(value.to_bytes(16, "big"))
-    return interned
 
 
 def _fold_hold_created(plan: BatchPlan, change: HoldCreated) -> None:

@@ -56,6 +56,7 @@ from actors.inventory.commands import (
 from actors.inventory.core import ShardInventory
 from actors.inventory.results import HoldView, OrderView, TransferView
 from actors.inventory.sales import EventStatus
+from shards.records import EventRowsCreated
 from shards.slots import slot_of
 from shards.writer import (
     AUDIT_COLUMNS,
@@ -65,7 +66,6 @@ from shards.writer import (
     TICKET_COLUMNS,
     BatchPlan,
     Diverged,
-    EventRowsCreated,
 )
 from tests.core_limits import core_limits
 from tests.replay import RowsProjection

@@ -29,8 +29,8 @@ from router.checkout.gateway import CHARGE_AMOUNT_CENTS_MAX, Charge, FaultyGatew
 from router.checkout.service import CheckoutRequest, CheckoutService, RefundRequest
 from router.problems import ApiError
 from shards.checkout_queries import PaymentRow
+from shards.records import PaymentRecorded
 from shards.slots import new_id
-from shards.writer import PaymentRecorded
 from tests.core_limits import core_limits
 
 pytestmark = pytest.mark.unit
