@@ -5,6 +5,7 @@ only (issue 10, defect 12).
 
 from __future__ import annotations
 
+import os
 import socket
 import stat
 from pathlib import Path
@@ -17,6 +18,11 @@ import redis
 from tests.harness import RunningCluster
 
 pytestmark = pytest.mark.integration
+
+# CI's second pass points the suite at the machine's own Redis (TICKETING_REDIS_URL, .ci/services.py):
+# its password, process and files are its operator's, not this deployment's.
+EMBEDDED_REDIS = not os.environ.get("TICKETING_REDIS_URL")
+embedded_redis_only = pytest.mark.skipif(not EMBEDDED_REDIS, reason="Redis is external (TICKETING_REDIS_URL)")
 
 
 def mode(path: Path) -> int:
@@ -35,6 +41,7 @@ def raw_command(host: str, port: int, command: bytes) -> bytes:
         return connection.recv(256)
 
 
+@embedded_redis_only
 def test_embedded_redis_refuses_clients_without_the_password(cluster: RunningCluster) -> None:
     """Any local process could connect to loopback; without the password it can do nothing."""
     host, port, password = redis_address(cluster)
@@ -55,6 +62,7 @@ def test_embedded_redis_refuses_clients_without_the_password(cluster: RunningClu
         client.close()
 
 
+@embedded_redis_only
 def test_redis_password_is_not_on_any_command_line(cluster: RunningCluster) -> None:
     """`ps` shows every process's arguments to every user: the password travels in a 0600 file."""
     _, _, password = redis_address(cluster)
@@ -78,8 +86,10 @@ def test_files_with_secrets_or_dsns_are_private(cluster: RunningCluster) -> None
     for path in secrets.rglob("*"):
         names.add(path.name)
         assert mode(path) == (0o700 if path.is_dir() else 0o600), path
-    assert {"jwt_secret", "queue_token_secret", "redis_password"} <= names
-    assert mode(data_dir / "redis") == 0o700
+    assert {"jwt_secret", "queue_token_secret"} <= names
+    if EMBEDDED_REDIS:
+        assert "redis_password" in names
+        assert mode(data_dir / "redis") == 0o700
     # The data folder itself: never readable or writable by others (as root, the embedded
     # Postgres's own user needs to traverse it, hence execute may be set).
     assert mode(data_dir) & 0o066 == 0, oct(mode(data_dir))
