@@ -230,10 +230,10 @@ class ShardActor:
         rebuilt memory the ended holds they name (actors/ended_holds.py)."""
         if not await self._fetch_evicted_keys(requests):
             raise CommitFailed("the idempotency keys could not be read from Postgres")
-        answered = await answer_ended_holds(self.state.inventory, self.lookup, requests)
-        passing = [index for index in range(len(requests)) if index not in answered]
-        applied = iter(apply_all(self.state, self.rules, [requests[index] for index in passing], time.time()))
-        return [ShellOutcome(answered[index]) if index in answered else next(applied) for index in range(len(requests))]
+        answered = await self._answers_without_applying(requests)
+        passing = [request for index, request in enumerate(requests) if index not in answered]
+        applied = apply_all(self.state, self.rules, passing, time.time()) if passing else []
+        return _spliced(len(requests), {index: ShellOutcome(reply) for index, reply in answered.items()}, applied)
 
     # --- the command path ---------------------------------------------------------------------------
 
@@ -243,26 +243,25 @@ class ShardActor:
                 await self._started()
             if not await self._fetch_evicted_keys(requests):
                 return [Unavailable("the idempotency keys could not be read from Postgres") for _ in requests]
-            answered = await answer_ended_holds(self.state.inventory, self.lookup, requests)
+            answered = await self._answers_without_applying(requests)
             if self._ready.is_set():  # still: a rebuild may have begun while Postgres was asked
                 break
+        if not answered:
+            return await self._apply_ready(requests)
+        passing = [request for index, request in enumerate(requests) if index not in answered]
+        return _spliced(len(requests), answered, await self._apply_ready(passing) if passing else [])
+
+    async def _answers_without_applying(self, requests: list[Any]) -> dict[int, Any]:
+        """Replies, by index, to the requests that must not reach the core: commands on ended holds
+        memory forgot (answered from Postgres, actors/ended_holds.py) and calls on an event recovery
+        refused. Empty for almost every batch."""
+        answered = await answer_ended_holds(self.state.inventory, self.lookup, requests)
         state = self.state
         if state.quarantined:
             for index, request in enumerate(requests):
                 if state.is_quarantined(event_of(request)):
                     answered[index] = Unavailable(QUARANTINED)
-        if answered:
-            return await self._apply_except(requests, answered)
-        return await self._apply_ready(requests)
-
-    async def _apply_except(self, requests: list[Any], answered: dict[int, Any]) -> list[Any]:
-        """Apply the requests not answered already (quarantined events, ended holds), in order."""
-        replies = [answered.get(index) for index in range(len(requests))]
-        passing = [index for index in range(len(requests)) if index not in answered]
-        if passing:
-            for index, reply in zip(passing, await self._apply_ready([requests[i] for i in passing]), strict=True):
-                replies[index] = reply
-        return replies
+        return answered
 
     async def _apply_ready(self, requests: list[Any]) -> list[Any]:
         started = time.perf_counter()
@@ -428,3 +427,9 @@ class ShardActor:
 
     async def metrics_text(self) -> bytes:
         return self.metrics.text()
+
+
+def _spliced(count: int, answered: dict[int, Any], applied: list[Any]) -> list[Any]:
+    """`count` replies in request order: the answered ones by index, the applied ones in turn."""
+    rest = iter(applied)
+    return [answered[index] if index in answered else next(rest) for index in range(count)]
