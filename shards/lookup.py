@@ -39,10 +39,10 @@ from actors.inventory.layout import Layout
 from actors.inventory.results import HoldItem, HoldView, OrderView, TicketView
 from actors.inventory.tickets import OrderStatus, TicketStatus
 from shards.loader import TICKET_STATUS_SQL
+from shards.pools import QUERY_ERRORS
 
 # (layout, currency) of an event the actor owns, or None.
 EventLayouts = Callable[[UUID], tuple[Layout, str] | None]
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 class LookupFailed(Exception):
@@ -152,7 +152,7 @@ class DurableLookup:
         try:
             async with asyncio.timeout(self.timeout_s), self.pool.acquire() as connection:
                 return [list(await connection.fetch(sql, *args)) for sql, *args in queries]
-        except DB_ERRORS as error:
+        except QUERY_ERRORS as error:
             raise LookupFailed(f"{type(error).__name__} while reading from Postgres") from error
 
 
@@ -171,7 +171,7 @@ async def purge_idempotency_keys(pool: asyncpg.Pool, cutoff_s: float, batch_keys
         try:
             async with asyncio.timeout(timeout_s), pool.acquire() as connection:
                 row = await connection.fetchrow(_PURGE, cutoff_s, batch_keys_max)
-        except DB_ERRORS as error:
+        except QUERY_ERRORS as error:
             raise PurgeInterrupted(deleted, purged_before_s) from error
         deleted += row["n"]
         if row["n"] < batch_keys_max:

@@ -33,10 +33,11 @@ from shards.event_rows import configure_json
 from shards.lease import take_lease
 from shards.loader import EventRows, load_events, load_idempotency
 from shards.lookup import DurableLookup, EventLayouts, purge_idempotency_keys
+from shards.pools import QUERY_ERRORS
 from shards.writer import connect_writer, plan_batch, probe_commands, write_batch
 
 # What the actor treats as "the database did not answer" when it starts: retry, do not crash.
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+DATABASE_ERRORS = QUERY_ERRORS
 
 
 @dataclass(frozen=True, slots=True)
