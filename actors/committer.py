@@ -57,13 +57,17 @@ def is_data_error(error: BaseException) -> bool:
     a CHECK, a unique key), or the driver could not encode a parameter. Connection losses,
     timeouts, fencing and `Diverged` (memory disagrees with the database: rebuilding fixes it)
     are not: their outcome is unknown or the cure is a rebuild, never blaming one command."""
+    return unstorable_value(error) or (getattr(error, "sqlstate", None) or "").startswith("23")
+
+
+def unstorable_value(error: BaseException) -> bool:
+    """The data errors that are the request's own: a value Postgres refuses to store (SQLSTATE
+    class 22) or the driver cannot encode (asyncpg.DataError, "invalid input for query argument";
+    a str with a lone surrogate; an int or datetime out of the wire type's range)."""
     import asyncpg
 
     if isinstance(error, asyncpg.PostgresError):
-        state = getattr(error, "sqlstate", None) or ""
-        return state.startswith(("22", "23"))
-    # Client-side encoding failures: asyncpg.DataError ("invalid input for query argument"),
-    # a str with a lone surrogate, an int or datetime out of the wire type's range.
+        return (getattr(error, "sqlstate", None) or "").startswith("22")
     return isinstance(error, asyncpg.DataError | UnicodeError | OverflowError)
 
 

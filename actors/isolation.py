@@ -36,7 +36,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from actors.committer import CommitFailed, Entry, is_data_error
+from actors.committer import CommitFailed, Entry, is_data_error, unstorable_value
 from actors.protocol import Refused, core_command
 from actors.shard_metrics import ShardMetrics
 
@@ -59,9 +59,7 @@ class ApplyCrashed(Exception):
 
 def refusal(error: BaseException) -> Refused:
     """The reply of a convicted command: 422 for a value Postgres cannot store, 500 otherwise."""
-    state = str(getattr(error, "sqlstate", "") or "")
-    if state.startswith("22") or isinstance(error, UnicodeError | OverflowError) or (
-            type(error).__name__ == "DataError" and not state):
+    if unstorable_value(error):
         return Refused("VALIDATION_ERROR", "the request holds a value that cannot be stored")
     return Refused("INTERNAL_ERROR", "the shard could not store this request")
 
