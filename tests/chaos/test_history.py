@@ -252,9 +252,11 @@ def test_negative_control_the_checker_names_planted_lies(cluster: RunningCluster
     assert report.ok, report.describe()
     assert report.counts["charges_checked"] > 0 and report.counts["orders_confirmed"] > 0, report.describe()
     checkouts = [op for op in history.operations if op.kind == "checkout" and op.outcome == "ok"]
+    # Orders the workload refunded (or tried to): /v1/orders/{order id}/refund. The "stolen" charge
+    # must belong to an order that stays confirmed, or planting its refund tells no lie.
     refunded = {op.path.split("/")[3] for op in history.operations if op.kind == "refund"}
     bought, refunded_later = checkouts[0], next(
-        op for op in checkouts[1:] if op.path.split("/")[3] not in refunded and op.response
+        op for op in checkouts[1:] if op.response and op.response["order"]["id"] not in refunded
         and op.response["order"]["total_cents"] > 0)
     bought_hold = bought.path.split("/")[3]
     stolen_hold = refunded_later.path.split("/")[3]

@@ -15,6 +15,7 @@ import os
 import signal
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -70,16 +71,23 @@ def read(shard: Any, message: Any) -> Any:
     raise AssertionError(f"no answer to {message}")
 
 
+def _stored(time_s: float) -> datetime:
+    """A time as Postgres holds it: the writer converts POSIX seconds with `datetime.fromtimestamp`
+    (microseconds, rounded), and rows read back as that microsecond value; rounding the float to
+    some decimals instead disagreed on ties."""
+    return datetime.fromtimestamp(time_s, UTC)
+
+
 def normal(view: Any) -> Any:
     """A view as comparable between memory and rows: times as Postgres stores them (microseconds),
     an order's tickets by id (Postgres, and so recovery, orders tickets issued together by id)."""
     if isinstance(view, HoldView):
-        return view._replace(expires_at_s=round(view.expires_at_s, 5))
+        return view._replace(expires_at_s=_stored(view.expires_at_s))
     if isinstance(view, OrderView):
         return view._replace(tickets=tuple(sorted((normal(ticket) for ticket in view.tickets),
                                                   key=lambda ticket: ticket.ticket_id.int)))
     if isinstance(view, TicketView) and view.checked_in_at_s is not None:
-        return view._replace(checked_in_at_s=round(view.checked_in_at_s, 5))
+        return view._replace(checked_in_at_s=_stored(view.checked_in_at_s))
     return view
 
 
