@@ -9,13 +9,18 @@ STAMP := $(VENV)/.installed
 # without a C compiler the manifest records why and the core runs interpreted.
 NATIVE := build/native/actors/inventory/MANIFEST.json
 
-.PHONY: run test
+.PHONY: run test loadtest
 
 run: $(STAMP) $(NATIVE)
 	$(BIN)/ticketing up --demo
 
 test: $(STAMP) $(NATIVE)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The on-sale Locust scenarios against a cluster of their own: a 60 s spike, report in
+# loadtest/reports/ (docs/loadtesting.md). LOADTEST_ARGS="--seconds 120 --users 40" to change it.
+loadtest: $(STAMP) $(NATIVE)
+	$(BIN)/python -m loadtest.locust_run $(LOADTEST_ARGS)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
