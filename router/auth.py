@@ -23,10 +23,10 @@ from uuid import UUID
 
 import jwt
 import orjson
-from fastapi import Request
 
 from cluster.secrets import read_jwt_secret
 from cluster.settings import Settings
+from router.edge import Incoming
 from router.problems import ApiError
 from router.schemas import unstorable_character
 
@@ -188,7 +188,7 @@ def issue_token(secret: str, subject: str, role: str, ttl_s: int, algorithm: str
     return jwt.encode(claims, secret, algorithm=algorithm)
 
 
-def principal_from(request: Request) -> Principal:
+def principal_from(request: Incoming) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -203,7 +203,7 @@ VALIDATORS = frozenset({"validator", "organizer", "admin"})
 ANY_ROLE = ROLES
 
 
-def authorize(request: Request, roles: frozenset[str]) -> Principal:
+def authorize(request: Incoming, roles: frozenset[str]) -> Principal:
     """The caller, if its token is valid and its role is one of `roles` (401 / 403 otherwise).
 
     Called at the top of each handler rather than declared as a FastAPI dependency: resolving

@@ -6,10 +6,10 @@ import re
 from typing import Any, TypeVar
 from uuid import UUID
 
-from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from cluster.settings import Settings
+from router.edge import Incoming
 from router.problems import ApiError
 from router.shard_client import Overloaded, ShardClient, ShardUnavailable
 from router.views import unavailable_error
@@ -23,17 +23,17 @@ IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[!-~]([ -~]*[!-~])?$")
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def settings_of(request: Request) -> Settings:
+def settings_of(request: Incoming) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def client_of(request: Request) -> ShardClient:
+def client_of(request: Incoming) -> ShardClient:
     client: ShardClient = request.app.state.shard_client
     return client
 
 
-async def parse_body(request: Request, model: type[Model]) -> Model:
+async def parse_body(request: Incoming, model: type[Model]) -> Model:
     """Validate the raw JSON body (pydantic's JSON parser: strict, fast, no intermediate dict)."""
     content_type = request.headers.get("content-type", "")
     if content_type and not content_type.startswith("application/json"):
@@ -48,7 +48,7 @@ async def parse_body(request: Request, model: type[Model]) -> Model:
         raise ApiError(422, "VALIDATION_ERROR", detail, errors=errors) from None
 
 
-def idempotency_key(request: Request) -> str | None:
+def idempotency_key(request: Incoming) -> str | None:
     """The request's key, stored as sent: 1-255 printable ASCII characters.
 
     ASCII only, because header bytes above 0x7F reach us decoded as Latin-1 whatever the client
@@ -74,7 +74,7 @@ def shard_of_entity(client: ShardClient, entity_id: UUID, code: str) -> int:
     return client.shard_map.shard_of_slot[slot]
 
 
-async def call_shard(request: Request, shard_id: int, message: Any, *, read: bool = False,
+async def call_shard(request: Incoming, shard_id: int, message: Any, *, read: bool = False,
                      retryable: bool = False) -> Any:
     """Send one message through the shard client, turning transport failures into 503 problems."""
     client = client_of(request)

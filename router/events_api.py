@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
+from urllib.parse import parse_qsl
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
+from pydantic import TypeAdapter, ValidationError
 
 from actors.protocol import (
     AvailabilityView,
@@ -20,6 +22,7 @@ from actors.protocol import (
 )
 from router.auth import ANY_ROLE, ORGANIZERS, authorize
 from router.deps import call_shard, client_of, parse_body, settings_of
+from router.edge import HotReply, HotRequest, HotRoute
 from router.jsonbody import JSONBody
 from router.problems import PROBLEM, ApiError
 from router.schemas import EventCreate, EventPatch, Identifier
@@ -81,24 +84,52 @@ async def patch_event(request: Request, event_id: UUID) -> JSONBody:
     return JSONBody(_event_body(updated))
 
 
-@router.get("/v1/events/{event_id}/availability", summary="What is left, per section (public)",
-            responses={404: PROBLEM})
-async def availability(request: Request, event_id: UUID) -> JSONBody:
+async def availability(request: HotRequest) -> HotReply:
+    """What is left, per section: public, read from the shard actor's memory (a hot route)."""
+    event_id = request.path_params["event_id"]
     shard_id = client_of(request).shard_map.shard_of(event_id)
     reply = await call_shard(request, shard_id, GetAvailability(event_id), read=True)
     view = expect(reply, AvailabilityView, "EVENT_NOT_FOUND", settings_of(request).retry_after_s)
-    return JSONBody(availability_body(view))
+    return HotReply(200, availability_body(view))
 
 
-@router.get("/v1/events/{event_id}/seats", summary="Seat map: one string per row (public)",
-            responses={404: PROBLEM, 422: PROBLEM})
-async def seats(request: Request, event_id: UUID, section: Annotated[Identifier | None, Query()] = None) -> JSONBody:
+_SECTION = TypeAdapter(Identifier)
+
+
+def _section_query(query_string: bytes) -> str | None:
+    """The `section` query parameter (the last one when repeated, as Starlette reads it)."""
+    if not query_string:
+        return None
+    values = [value for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+              if name == "section"]
+    if not values:
+        return None
+    try:
+        return _SECTION.validate_python(values[-1])
+    except ValidationError as error:
+        message = error.errors(include_url=False)[0]["msg"]
+        raise ApiError(422, "VALIDATION_ERROR", f"query.section: {message}",
+                       errors=[{"loc": ["query", "section"], "msg": message, "type": "value_error"}]) from None
+
+
+async def seats(request: HotRequest) -> HotReply:
+    """The seat map, one string per row: public, from the shard actor's memory (a hot route)."""
+    event_id = request.path_params["event_id"]
+    section = _section_query(request.query_string)
     shard_id = client_of(request).shard_map.shard_of(event_id)
     reply = await call_shard(request, shard_id, GetSeatMap(event_id, section), read=True)
     view = expect(reply, SeatMapView, "EVENT_NOT_FOUND", settings_of(request).retry_after_s)
     if section is not None and not view.sections:
         raise ApiError(422, "VALIDATION_ERROR", f"event has no seated section {section!r}")
-    return JSONBody(seat_map_body(view))
+    return HotReply(200, seat_map_body(view))
+
+
+HOT_ROUTES = [
+    HotRoute("GET", "/v1/events/{event_id}/availability", availability, "What is left, per section (public)",
+             ("events",)),
+    HotRoute("GET", "/v1/events/{event_id}/seats", seats, "Seat map: one string per row (public)", ("events",),
+             query={"section": {**_SECTION.json_schema(), "description": "Only this seated section"}}),
+]
 
 
 @router.get("/v1/me", tags=["auth"], summary="Who the bearer token says you are")

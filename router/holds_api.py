@@ -11,6 +11,7 @@ from actors.inventory.results import HoldView
 from actors.protocol import GetHold
 from router.auth import BUYERS, authorize
 from router.deps import call_shard, client_of, idempotency_key, parse_body, settings_of, shard_of_entity
+from router.edge import HotReply, HotRequest, HotRoute
 from router.jsonbody import JSONBody
 from router.problems import PROBLEM, ApiError
 from router.ratelimit import rate_limit
@@ -39,9 +40,8 @@ def _command(body: HoldCreate, user_id: str, key: str | None, admitted: bool
                                 admitted)
 
 
-@router.post("/v1/holds", status_code=201, summary="Hold seats or GA tickets for a few minutes (buyer)",
-             responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM, 503: PROBLEM})
-async def create_hold(request: Request) -> JSONBody:
+async def create_hold(request: HotRequest) -> HotReply:
+    """The flash sale's hot path, served by the edge without FastAPI's stack (router/edge.py)."""
     principal = authorize(request, BUYERS)
     await rate_limit(request, principal)
     key = idempotency_key(request)
@@ -57,7 +57,11 @@ async def create_hold(request: Request) -> JSONBody:
     shard_id = client_of(request).shard_map.shard_of(body.event_id)
     reply = await call_shard(request, shard_id, command, retryable=key is not None)
     hold = expect(reply, HoldView, "EVENT_NOT_FOUND", settings.retry_after_s)
-    return JSONBody(hold_body(hold), status_code=201)
+    return HotReply(201, hold_body(hold))
+
+
+HOT_ROUTES = [HotRoute("POST", "/v1/holds", create_hold, "Hold seats or GA tickets for a few minutes (buyer)",
+                       ("holds",))]
 
 
 @router.get("/v1/holds/{hold_id}", summary="One of your holds", responses={401: PROBLEM, 404: PROBLEM})

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from router import responses as r
 from router.deps import IDEMPOTENCY_KEY_CHARS_MAX, IDEMPOTENCY_KEY_PATTERN
-from router.edge import REQUEST_ID_PATTERN
+from router.edge import REQUEST_ID_PATTERN, HotRoute, HotRoutes
 from router.problems import PROBLEM, Problem
 from router.queue_tokens import TOKEN_CHARS_MAX
 
@@ -98,26 +98,48 @@ RESPONSE_HEADERS = {"X-Request-Id": {"description": "The request's id", "schema"
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "string"}}}
 
 
-def install_openapi(app: FastAPI) -> None:
+def install_openapi(app: FastAPI, hot_routes: HotRoutes) -> None:
     """Serve the document built here (once, then cached) at /openapi.json."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = build(app)
+            app.openapi_schema = build(app, hot_routes)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def build(app: FastAPI) -> dict[str, Any]:
+def handlers(app: FastAPI, hot_routes: HotRoutes) -> dict[tuple[str, str], Any]:
+    """(method, path) → the function serving it, FastAPI's documented routes and the edge's."""
+    endpoints = {(method, route.path): route.endpoint for route in app.routes
+                 if isinstance(route, APIRoute) and route.include_in_schema for method in route.methods or ()}
+    endpoints.update({(route.method, route.path): route.handler for route in hot_routes.routes})
+    return endpoints
+
+
+def _hot_operation(route: HotRoute) -> dict[str, Any]:
+    """A hot route's operation as FastAPI would have written it (CONTRACTS adds the rest)."""
+    parameters = [{"name": name, "in": "path", "required": True,
+                   "schema": {"type": "string", "format": "uuid", "title": name.replace("_", " ").title()}}
+                  for name in route.path_parameters]
+    parameters += [{"name": query, "in": "query", "required": False, "schema": schema}
+                   for query, schema in route.query.items()]
+    path_words = route.path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
+    operation_id = f"{route.handler.__name__}_{path_words}"
+    return {"tags": list(route.tags), "summary": route.summary, "parameters": parameters, "responses": {},
+            "operationId": f"{operation_id}_{route.method.lower()}"}
+
+
+def build(app: FastAPI, hot_routes: HotRoutes) -> dict[str, Any]:
     document = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+    for route in hot_routes.routes:
+        document["paths"].setdefault(route.path, {})[route.method.lower()] = _hot_operation(route)
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's; our 422 is a Problem
         schemas.pop(name, None)
     document["components"]["securitySchemes"] = {BEARER: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
     _add_model(schemas, Problem)
-    endpoints = {(method, route.path): route.endpoint for route in app.routes if isinstance(route, APIRoute)
-                 for method in route.methods or ()}
+    endpoints = handlers(app, hot_routes)
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             contract = CONTRACTS.get((method.upper(), path))

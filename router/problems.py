@@ -180,14 +180,35 @@ def _request_id(request: Request) -> str:
     return str(request.scope.get("request_id", ""))
 
 
-def install_error_handlers(app: FastAPI, retry_after_s: int = 1) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, error: ApiError) -> Response:
+def as_api_error(error: Exception, request_id: str, path: str, retry_after_s: int) -> ApiError:
+    """What the client is told about `error`, raised under `path`; the real cause goes to the log.
+
+    The one mapping of the edge's own handlers (router/edge.py) and of FastAPI's (below): an
+    `ApiError` as raised, a lost connection to Postgres or Redis as 503 with Retry-After, anything
+    else as a logged 500.
+    """
+    if isinstance(error, ApiError):
         if error.reason:
-            log.warning("%s %s: %s", error.status, error.code, error.reason,
-                        extra={"request_id": _request_id(request)})
-        return problem_response(error.status, error.code, error.detail, headers=error.headers,
-                                request_id=_request_id(request), **error.extra)
+            log.warning("%s %s: %s", error.status, error.code, error.reason, extra={"request_id": request_id})
+        return error
+    if isinstance(error, CONNECTION_ERRORS):
+        log.warning("connection failed under %s: %s: %s", path, type(error).__name__, str(error)[:300],
+                    extra={"request_id": request_id})
+        return ApiError(503, "SHARD_UNAVAILABLE", UNAVAILABLE_DETAIL, headers={"Retry-After": str(retry_after_s)})
+    log.error("unhandled error", exc_info=error, extra={"request_id": request_id})
+    return ApiError(500, "INTERNAL_ERROR", "internal error; quote the request id")
+
+
+def error_document(error: ApiError, request_id: str) -> bytes:
+    return orjson.dumps(problem_body(error.status, error.code, error.detail, request_id=request_id, **error.extra))
+
+
+def install_error_handlers(app: FastAPI, retry_after_s: int = 1) -> None:
+    async def _mapped(request: Request, error: Exception) -> Response:
+        request_id = _request_id(request)
+        api_error = as_api_error(error, request_id, request.url.path, retry_after_s)
+        return Response(error_document(api_error, request_id), status_code=api_error.status,
+                        media_type=PROBLEM_CONTENT_TYPE, headers=api_error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> Response:
@@ -203,17 +224,6 @@ def install_error_handlers(app: FastAPI, retry_after_s: int = 1) -> None:
         return problem_response(error.status_code, code, str(error.detail), headers=headers,
                                 request_id=_request_id(request))
 
-    async def _connection_lost(request: Request, error: Exception) -> Response:
-        log.warning("connection failed under %s: %s: %s", request.url.path, type(error).__name__,
-                    str(error)[:300], extra={"request_id": _request_id(request)})
-        return problem_response(503, "SHARD_UNAVAILABLE", UNAVAILABLE_DETAIL, request_id=_request_id(request),
-                                headers={"Retry-After": str(retry_after_s)})
-
-    for error_class in CONNECTION_ERRORS:
-        app.add_exception_handler(error_class, _connection_lost)
-
-    @app.exception_handler(Exception)
-    async def _bug(request: Request, error: Exception) -> Response:
-        log.exception("unhandled error", extra={"request_id": _request_id(request)})
-        return problem_response(500, "INTERNAL_ERROR", "internal error; quote the request id",
-                                request_id=_request_id(request))
+    mapped: tuple[type[Exception], ...] = (ApiError, *CONNECTION_ERRORS, Exception)
+    for error_class in mapped:
+        app.add_exception_handler(error_class, _mapped)

@@ -9,11 +9,10 @@ import tempfile
 from typing import Any
 
 import pytest
-from fastapi.routing import APIRoute
 
 from cluster.settings import Settings
 from router.app import create_app
-from router.openapi import CONTRACTS
+from router.openapi import CONTRACTS, handlers
 from router.problems import TITLES
 
 pytestmark = pytest.mark.unit
@@ -30,8 +29,8 @@ def document(app: Any) -> dict[str, Any]:
 
 
 def routes(app: Any) -> dict[tuple[str, str], Any]:
-    return {(method, route.path): route.endpoint for route in app.routes if isinstance(route, APIRoute)
-            and route.include_in_schema for method in route.methods}
+    """Every documented operation's handler: FastAPI's routes and the edge's hot routes."""
+    return handlers(app, app.edge.routes)
 
 
 def test_every_operation_has_a_contract_and_every_contract_an_operation(app: Any) -> None:
