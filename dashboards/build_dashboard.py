@@ -50,6 +50,11 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
             ("sum(ticketing_http_requests_in_flight)", "in flight")]),
         panel("Readiness by component", [("min by (component) (ticketing_component_up)", "{{component}}")],
               kind="state-timeline"),
+        panel("Rate limiter: checks per Redis call, checks failed open", [
+            ("sum(rate(ticketing_rate_limit_batch_size_sum[1m]))"
+             " / sum(rate(ticketing_rate_limit_batch_size_count[1m]))", "checks per call (mean)"),
+            (quantile(0.99, "ticketing_rate_limit_batch_size"), "checks per call p99"),
+            (rate("ticketing_rate_limit_fail_open_total", "reason"), "failed open {{reason}}/s")]),
     ]),
     ("Inventory: holds, conflicts, tickets", [
         panel("Holds by result", [(rate("ticketing_holds_total", "result"), "{{result}}")], "ops"),
