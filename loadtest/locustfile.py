@@ -246,7 +246,7 @@ class OnSaleUser(FastHttpUser):
              correct: frozenset[str] = frozenset(), body: Any = None) -> Any:
         full_name = f"{self.role}: {method} {name}"
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        if method == "POST":
+        if method in ("POST", "DELETE"):  # a retry of either must not act twice (API.md Idempotency)
             headers["Idempotency-Key"] = str(uuid.uuid4())
         with self.client.request(method, path, name=full_name, json=body, headers=headers,
                                  catch_response=True) as response:

@@ -4,7 +4,8 @@ Proves that `python -m loadtest.locust_run` drives `loadtest/locustfile.py` thro
 shape without a single unexpected answer: every user class sent requests, buyers paid and gate
 staff admitted what they bought, and the small event, sold out within seconds, was not oversold
 (its rows checked in the database, not only through the API). A scenario that drifts from the API
-contract shows up here as a failure row in Locust's statistics.
+contract shows up here as a failure row in Locust's statistics; the negative control shows that
+such rows do appear, and fail the run, when the answers are wrong.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtest.locust_run import LOCUSTFILE
 from tests.harness import RunningCluster
 from tests.support import check_database, fetch, shard_dsn
 
@@ -77,3 +79,19 @@ def test_on_sale_scenarios_run_clean(cluster: RunningCluster, http: httpx.Client
     for section in small["sections"]:
         assert section["capacity"] == SMALL_CAPACITY, section
         assert section["sold"] + section["held"] + section["available"] == SMALL_CAPACITY, section
+
+
+def test_wrong_answers_fail_the_run(cluster: RunningCluster, tmp_path: Path) -> None:
+    """Negative control: pointed at events that do not exist, every event route answers 404, and
+    those answers must be failures that fail the run, not successes or silence."""
+    events = tmp_path / "events.json"
+    events.write_text(json.dumps({role: str(uuid.uuid4()) for role in ("ga", "seated", "small")}))
+    result = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", cluster.base_url,
+         "--users", "6", "--spawn-rate", "6", "--run-time", "4s", "--only-summary", "--csv", str(tmp_path / "locust")],
+        env={**os.environ, "TICKETING_DATA_DIR": str(cluster.data_dir), "LOADTEST_EVENTS": str(events)},
+        capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+    output = result.stdout[-6000:] + result.stderr[-6000:]
+    assert result.returncode == 1, output
+    failures = stats_rows(tmp_path, "failures")
+    assert failures and all("404 EVENT_NOT_FOUND" in row["Error"] for row in failures), failures
