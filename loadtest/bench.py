@@ -84,6 +84,7 @@ class Options:
     open_model_seconds: float
     scaling: bool
     quick: bool
+    plot: Path | None = None
 
 
 @dataclass
@@ -316,10 +317,10 @@ def run_product(options: Options, work: Path, report: Report) -> None:
         if peak > 0:
             run_open_model_series(options, cluster, organizer, tokens, peak, work, report)
         if options.scaling:
-            from loadtest.scaling import run_scaling
+            from loadtest.scaling import DEFAULT_PLOT, run_scaling
 
             report.scaling = run_scaling(cluster, tokens_file, organizer, groups, options.seconds, options.warmup_s,
-                                         options.layout, work)
+                                         work, report.open_model, options.plot or DEFAULT_PLOT)
 
 
 def run_open_model_series(options: Options, cluster: Any, organizer: str, tokens: list[str], peak: float,
@@ -461,7 +462,7 @@ def options_from(args: argparse.Namespace) -> Options:
                    pool_size=args.pool_size, layout=layout, servers=servers,
                    ceiling_workloads=("ga",) if quick else WORKLOADS,
                    high_workloads=("ga",) if quick else WORKLOADS, rate_limits=args.rate_limits,
-                   open_model_seconds=seconds, scaling=bool(args.scaling), quick=quick)
+                   open_model_seconds=seconds, scaling=bool(args.scaling), quick=quick, plot=args.plot)
 
 
 def main() -> None:
@@ -483,6 +484,8 @@ def main() -> None:
     parser.add_argument("--seat-rows", type=int, default=600, help="rows of 500 seats in each run's section")
     parser.add_argument("--rate-limits", choices=("raised", "off"), default="raised")
     parser.add_argument("--scaling", action="store_true", help="also run loadtest.scaling's figures")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="with --scaling: where the PNG goes (default docs/bench-holds-scaling.png)")
     args = parser.parse_args()
     options = options_from(args)
     args_json = args.json
