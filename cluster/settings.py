@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     keep_alive_s: int = Field(30, ge=1)
     access_log: bool = True
     log_level: str = "INFO"
+    # A router worker applies its request counts and latencies to the Prometheus series at most
+    # this long after they change (router/http_metrics.py RequestTally); scrapes are 5-15 s apart.
+    metrics_flush_interval_s: float = Field(1.0, gt=0, le=10)
 
     # Live seat-map streams (router/seat_stream.py, docs/browse-and-stream.md). One feed per
     # (worker, event) polls the shard; a change reaches the client at most one interval late.

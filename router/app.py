@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None) -> TicketingApp:
         deadline_s=settings.request_deadline_s,
         checkout_deadline_s=settings.checkout_deadline_s,
         retry_after_s=settings.retry_after_s,
+        metrics_flush_interval_s=settings.metrics_flush_interval_s,
         access_log=settings.access_log,
     )
     return app

@@ -8,7 +8,10 @@ results, not users.
 
 from __future__ import annotations
 
+import asyncio
 import os
+from bisect import bisect_left
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -52,6 +55,60 @@ PAYMENT_LATENCY = Histogram(
     "ticketing_payment_call_duration_seconds", "Payment gateway call latency.", ["operation"],
     buckets=LATENCY_BUCKETS_S,
 )
+
+
+class RequestTally:
+    """This worker's request counts, latencies and in-flight gauge, kept in plain numbers and
+    applied to the Prometheus series at most `interval_s` after they change.
+
+    In multiprocess mode every `inc`/`observe`/`set` takes a lock, calls getpid() and writes an
+    mmap'd file; per request that was five such writes (in-flight up and down, the counter, the
+    histogram's sum and bucket), measurable on the hot path. Here a request costs a few dict and
+    list updates; a timer, armed only while something is unapplied, writes the sums. Scrapes see
+    the numbers at most `interval_s` late (Prometheus scrapes every 5-15 s).
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.in_flight = 0
+        # (route, method, status) → [count, latency sum, count per latency bucket (+Inf last)]
+        self._pending: dict[tuple[str, str, int], list[Any]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def started(self) -> None:
+        self.in_flight += 1
+        self._arm()
+
+    def finished(self, route: str, method: str, status: int, elapsed_s: float) -> None:
+        self.in_flight -= 1
+        entry = self._pending.get((route, method, status))
+        if entry is None:
+            entry = self._pending[(route, method, status)] = [0, 0.0, [0] * (len(LATENCY_BUCKETS_S) + 1)]
+        entry[0] += 1
+        entry[1] += elapsed_s
+        entry[2][bisect_left(LATENCY_BUCKETS_S, elapsed_s)] += 1  # the first bucket with le >= elapsed
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is None:
+            try:
+                self._timer = asyncio.get_running_loop().call_later(self.interval_s, self.flush)
+            except RuntimeError:  # no loop (a synchronous caller): apply now
+                self.flush()
+
+    def flush(self) -> None:
+        self._timer = None
+        pending, self._pending = self._pending, {}
+        for (route, method, status), (count, total_s, buckets) in pending.items():
+            HTTP_REQUESTS.labels(route, method, str(status)).inc(count)
+            histogram = HTTP_LATENCY.labels(route, method)
+            # Histogram.observe one value at a time would be `count` writes; these are its own
+            # two series (prometheus-client's `_sum` and `_buckets`, checked by tests/unit/test_edge.py).
+            histogram._sum.inc(total_s)
+            for index, bucket_count in enumerate(buckets):
+                if bucket_count:
+                    histogram._buckets[index].inc(bucket_count)
+        HTTP_IN_FLIGHT.set(self.in_flight)
 
 
 def observe_payment_call(operation: str, outcome: str, duration_s: float) -> None:

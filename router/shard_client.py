@@ -71,6 +71,8 @@ class _Lane:
         self.labels = (str(shard_id), kind)
         self.depth = QUEUE_DEPTH.labels(*self.labels)
         self.task: asyncio.Task[None] | None = None
+        self.filling: asyncio.Future[None] | None = None  # set while a batch waits to fill
+        self.calls: set[asyncio.Task[None]] = set()
 
     def submit(self, pending: _Pending) -> None:
         try:
@@ -79,27 +81,36 @@ class _Lane:
             REJECTED.labels(str(self.shard_id), "queue_full").inc()
             raise Overloaded(f"shard {self.shard_id} has {self.queue.qsize()} requests queued") from None
         self.depth.inc()
+        if self.filling is not None and self.queue.qsize() >= self.client.settings.batch_size_max - 1:
+            _wake(self.filling)
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
         settings = self.client.settings
+        loop = asyncio.get_running_loop()
         while True:
             first = await self.queue.get()
             await self.slots.acquire()  # while all calls are in flight, the queue keeps filling
+            if self.in_flight and self.queue.qsize() < settings.batch_size_max - 1 and settings.batch_wait_ms_max:
+                # Another call is on its way: let this batch fill for up to batch_wait_ms_max (one
+                # timer, woken early by `submit` when a full batch is queued). With nothing in
+                # flight a lone request goes at once.
+                self.filling = loop.create_future()
+                timer = loop.call_later(settings.batch_wait_ms_max / 1000, _wake, self.filling)
+                try:
+                    await self.filling
+                finally:
+                    timer.cancel()
+                    self.filling = None
             batch = [first]
-            linger_until = time.monotonic() + settings.batch_wait_ms_max / 1000
-            while len(batch) < settings.batch_size_max:
-                if self.queue.empty():
-                    remaining = linger_until - time.monotonic()
-                    if remaining <= 0 or self.in_flight == 0:
-                        break  # nothing else in flight: do not make a lone request wait
-                    await asyncio.sleep(min(remaining, 0.0005))
-                    continue
+            while len(batch) < settings.batch_size_max and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             self.depth.dec(len(batch))
             self.in_flight += 1
-            asyncio.get_running_loop().create_task(self._call(batch))
+            call = loop.create_task(self._call(batch))
+            self.calls.add(call)  # the loop keeps only weak references to tasks
+            call.add_done_callback(self.calls.discard)
 
     async def _call(self, batch: list[_Pending]) -> None:
         settings = self.client.settings
@@ -152,6 +163,11 @@ class _Lane:
         for pending in batch:
             if not pending.future.done():
                 pending.future.set_exception(error)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class ShardClient:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import uuid
 from typing import Any
 
 import httpx
@@ -182,3 +183,36 @@ def jwt_encode(claims: dict[str, Any]) -> str:
     import jwt
 
     return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def test_request_tally_applies_exactly_what_observe_would() -> None:
+    """The edge counts requests in plain numbers and applies them to the Prometheus series once per
+    interval; the series must end up as one `inc`/`observe` per request would have left them."""
+    from prometheus_client import REGISTRY, Histogram
+
+    from router.http_metrics import HTTP_LATENCY, LATENCY_BUCKETS_S, RequestTally
+
+    route = f"/test/{uuid.uuid4().hex}"
+    latencies = [0.0004, 0.001, 0.0011, 0.03, 0.03, 0.7, 12.0, 0.0025]
+    reference = Histogram("tally_reference_seconds", "reference", ["route"], buckets=LATENCY_BUCKETS_S,
+                          registry=None).labels(route)
+    for latency in latencies:
+        reference.observe(latency)
+
+    async def run() -> tuple[float | None, float | None]:
+        tally = RequestTally(interval_s=0.05)
+        for latency in latencies:
+            tally.started()
+            tally.finished(route, "GET", 200, latency)
+        before = REGISTRY.get_sample_value("ticketing_http_requests_total",
+                                           {"route": route, "method": "GET", "status": "200"})
+        await asyncio.sleep(0.2)  # the timer armed by the first request has fired
+        after = REGISTRY.get_sample_value("ticketing_http_requests_total",
+                                          {"route": route, "method": "GET", "status": "200"})
+        return before, after
+
+    before, after = asyncio.run(run())
+    assert before is None and after == len(latencies)
+    mine = HTTP_LATENCY.labels(route, "GET")
+    assert mine._sum.get() == pytest.approx(reference._sum.get())
+    assert [bucket.get() for bucket in mine._buckets] == [bucket.get() for bucket in reference._buckets]
