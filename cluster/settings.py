@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     router_connections_max: int = Field(4096, ge=16)
     router_backlog_max: int = Field(2048, ge=16)
     keep_alive_s: int = Field(30, ge=1)
+    # Comma-separated addresses of reverse proxies whose X-Forwarded-For/-Proto the router believes
+    # (the client address is what per-address rate limits charge). Empty: none, every client is
+    # the address it connects from.
+    forwarded_allow_ips: str = ""
     access_log: bool = True
     log_level: str = "INFO"
     # A router worker applies its request counts and latencies to the Prometheus series at most

@@ -19,8 +19,13 @@ def main() -> None:
         workers=settings.router_workers,
         loop="uvloop",
         http="httptools",
-        access_log=False,  # EdgeMiddleware writes the structured access log with request ids
+        access_log=False,  # the edge (router/edge.py) writes the structured access log with request ids
         log_config=None,
+        # X-Forwarded-For decides the client address, which rate limits are charged to: trusted only
+        # from the proxies named in `forwarded_allow_ips` (none by default: no proxy-headers layer).
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        server_header=False,
         backlog=settings.router_backlog_max,
         limit_concurrency=settings.router_connections_max,
         timeout_keep_alive=settings.keep_alive_s,
