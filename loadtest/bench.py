@@ -86,6 +86,12 @@ class Options:
     quick: bool
     plot: Path | None = None
 
+    def layout_for(self, workload: str) -> EventLayout:
+        """A GA run needs no seat rows: one seat keeps creating its event quick."""
+        if workload == "ga":
+            return EventLayout(self.layout.ga_capacity, 1, 1)
+        return self.layout
+
 
 @dataclass
 class Report:
@@ -128,6 +134,9 @@ def describe(label: str, result: LoadResult, check: dict[str, Any] | None) -> di
     print(f"  {label:<28} {result.ok_per_s:>9,.0f} 2xx/s  p50={result.p50_ms:7.1f} ms  p99={result.p99_ms:7.1f} ms  "
           f"non-2xx={result.requests - result.ok}  oversell={verdict}  wrk={result.wrk_cores:.2f} cores  [{cores}]",
           flush=True)
+    refused = result.statuses.get(409, 0)
+    if refused:
+        print(f"  ! {refused} answers were 409: the run sold out (raise --seat-rows) or refused holds", flush=True)
     return run
 
 
@@ -191,9 +200,10 @@ def run_baseline(name: str, options: Options, work: Path, postgres: Any, redis: 
         workloads = options.ceiling_workloads if name in CEILINGS else WORKLOADS
         print(f"# {name}", flush=True)
         for workload in workloads:
-            event_id = asyncio.run(schema.create_event(dsn, options.layout)) if dsn else uuid.uuid4()
+            layout = options.layout_for(workload)
+            event_id = asyncio.run(schema.create_event(dsn, layout)) if dsn else uuid.uuid4()
             if name == "redis-lua":
-                asyncio.run(redis_lua.seed_event(redis.url, event_id, options.layout))
+                asyncio.run(redis_lua.seed_event(redis.url, event_id, layout))
             lines = write_lines(work / f"{name}-{workload}.txt", [hold_line(str(event_id), workload)])
             result = measure(server.base_url, tokens_file, lines, groups, connections=options.connections,
                              seconds=options.seconds, warmup_s=options.warmup_s)
@@ -201,7 +211,7 @@ def run_baseline(name: str, options: Options, work: Path, postgres: Any, redis: 
             if dsn:
                 inventory = (asyncio.run(redis_lua.read_inventory(redis.url, event_id))
                              if name == "redis-lua" else None)
-                check = asyncio.run(schema.check_event(dsn, event_id, options.layout, inventory))
+                check = asyncio.run(schema.check_event(dsn, event_id, layout, inventory))
             report.record(workload, name, describe(f"{workload}", result, check))
     finally:
         server.stop()
@@ -304,7 +314,10 @@ def run_product(options: Options, work: Path, report: Report) -> None:
         runs: list[tuple[str, int]] = [(workload, options.connections) for workload in WORKLOADS]
         runs += [(workload, options.high_connections) for workload in options.high_workloads]
         for workload, connections in runs:
-            event_id = product_event(cluster, options.layout, organizer)
+            created = time.monotonic()
+            event_id = product_event(cluster, options.layout_for(workload), organizer)
+            print(f"  (event with {options.layout_for(workload).seat_count:,} seats created in "
+                  f"{time.monotonic() - created:.1f} s)", flush=True)
             lines = write_lines(work / f"product-{workload}-{connections}.txt", [hold_line(event_id, workload)])
             result = measure(cluster.base_url, tokens_file, lines, groups, connections=connections,
                              seconds=options.seconds, warmup_s=options.warmup_s)
@@ -330,7 +343,7 @@ def run_open_model_series(options: Options, cluster: Any, organizer: str, tokens
     print(f"# product: open model at {', '.join(f'{f:.0%}' for f in OPEN_MODEL_FRACTIONS)} of {peak:,.0f}/s",
           flush=True)
     for fraction in OPEN_MODEL_FRACTIONS:
-        event_id = product_event(cluster, options.layout, organizer)
+        event_id = product_event(cluster, options.layout_for("ga"), organizer)
         result = run_open_model(cluster.base_url, tokens, [hold_line(event_id, "ga").encode()],
                                 rate_per_s=fraction * peak, seconds=options.open_model_seconds,
                                 warmup_s=options.warmup_s)
@@ -447,6 +460,18 @@ def print_report(report: Report) -> None:
               f"{ceiling['wrk_cores']:.2f} cores ({per_request_us:.1f} µs of CPU per request)")
 
 
+def source_commit() -> str:
+    """The commit measured, marked "+dirty" when the tree differs from it (others edit it too)."""
+    import subprocess
+
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", *arguments], capture_output=True, text=True, timeout=30, check=False,
+                              cwd=Path(__file__).resolve().parent.parent).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no")
+                                                  else "")
+
+
 def options_from(args: argparse.Namespace) -> Options:
     quick = bool(args.quick)
     seconds = args.seconds if args.seconds is not None else (3.0 if quick else 10.0)
@@ -456,7 +481,8 @@ def options_from(args: argparse.Namespace) -> Options:
     if unknown:
         raise SystemExit(f"unknown servers {sorted(unknown)}; choose from {', '.join(SERVERS)}")
     # Enough seats that no run sells out: 2 per hold at the fastest rate we expect, with room.
-    layout = EventLayout(ga_capacity=1_000_000, seat_rows=args.seat_rows, seats_per_row=500)
+    seat_rows = args.seat_rows if args.seat_rows is not None else (200 if quick else 600)
+    layout = EventLayout(ga_capacity=1_000_000, seat_rows=seat_rows, seats_per_row=500)
     return Options(seconds=seconds, warmup_s=warmup_s, connections=args.connections,
                    high_connections=args.high_connections, users=args.users, workers=args.workers,
                    pool_size=args.pool_size, layout=layout, servers=servers,
@@ -481,7 +507,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=defaults.router_workers)
     parser.add_argument("--pool-size", type=int, default=defaults.db_pool_size_max,
                         help="each baseline worker's asyncpg pool (the router's db_pool_size_max)")
-    parser.add_argument("--seat-rows", type=int, default=600, help="rows of 500 seats in each run's section")
+    parser.add_argument("--seat-rows", type=int, default=None,
+                        help="rows of 500 seats in each seats run's section (600; --quick: 200)")
     parser.add_argument("--rate-limits", choices=("raised", "off"), default="raised")
     parser.add_argument("--scaling", action="store_true", help="also run loadtest.scaling's figures")
     parser.add_argument("--plot", type=Path, default=None,
@@ -491,7 +518,7 @@ def main() -> None:
     args_json = args.json
     report = Report(options={**{k: v for k, v in vars(options).items() if k != "layout"},
                              "layout": vars(options.layout), "cpu_count": os.cpu_count(),
-                             "loadavg_before": os.getloadavg()})
+                             "commit": source_commit(), "loadavg_before": os.getloadavg()})
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tkt-bench-") as temp:
         work = Path(temp)
@@ -503,8 +530,8 @@ def main() -> None:
     report.options["loadavg_after"] = os.getloadavg()
     report.options["elapsed_s"] = round(time.monotonic() - started, 1)
     print_report(report)
-    print(f"\n# {report.options['elapsed_s']} s; load average before {report.options['loadavg_before']}, "
-          f"after {report.options['loadavg_after']}")
+    print(f"\n# commit {report.options['commit']}; {report.options['elapsed_s']} s; "
+          f"load average before {report.options['loadavg_before']}, after {report.options['loadavg_after']}")
     if args_json is not None:
         document = {**vars(report), "ratios": ratios(report), "goals": goals(report)}
         args_json.write_text(json.dumps(document, indent=2, default=str))
