@@ -216,3 +216,15 @@ def test_request_tally_applies_exactly_what_observe_would() -> None:
     mine = HTTP_LATENCY.labels(route, "GET")
     assert mine._sum.get() == pytest.approx(reference._sum.get())
     assert [bucket.get() for bucket in mine._buckets] == [bucket.get() for bucket in reference._buckets]
+
+
+def test_the_in_process_hold_benchmark_still_runs() -> None:
+    """`loadtest.edge_bench` drives the real edge and hold handler; keep it working."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result = subprocess.run([sys.executable, "-m", "loadtest.edge_bench", "--requests", "50"], capture_output=True,
+                            text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    assert "µs of router Python per hold" in result.stdout
