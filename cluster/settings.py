@@ -97,6 +97,22 @@ class Settings(BaseSettings):
     # this long after they change (router/http_metrics.py RequestTally); scrapes are 5-15 s apart.
     metrics_flush_interval_s: float = Field(1.0, gt=0, le=10)
 
+    # The waiting room (router/waiting_room.py, lua/waiting_room.lua). A waiting user not seen (joined
+    # or polled) for queue_idle_s is dropped when the line reaches them; after a quiet spell the
+    # admitter admits at most queue_burst_s worth of the event's rate at once; one step looks at most
+    # at queue_scan_max line entries (bounds the script's time); a line holds at most
+    # queue_waiting_max users (a join beyond: 429); its keys expire queue_key_ttl_s after the last
+    # step. Each worker keeps an event's queue settings queue_settings_cache_s (so enabling or
+    # disabling queue mode reaches every worker within that), for at most
+    # queue_settings_cache_entries_max events.
+    queue_idle_s: float = Field(30.0, gt=0)
+    queue_burst_s: float = Field(1.0, gt=0, le=60)
+    queue_scan_max: int = Field(1000, ge=1)
+    queue_waiting_max: int = Field(2_000_000, ge=1)
+    queue_key_ttl_s: float = Field(86_400.0, gt=0)
+    queue_settings_cache_s: float = Field(1.0, ge=0, le=60)
+    queue_settings_cache_entries_max: int = Field(10_000, ge=1)
+
     # Live seat-map streams (router/seat_stream.py, docs/browse-and-stream.md). One feed per
     # (worker, event) polls the shard; a change reaches the client at most one interval late.
     seat_stream_poll_interval_s: float = Field(0.5, gt=0)

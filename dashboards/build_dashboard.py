@@ -65,6 +65,13 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
             (rate("ticketing_checkins_total", "result"), "check-in {{result}} (actor)"),
             (rate("ticketing_http_checkins_total", "result"), "check-in {{result}} (router)")], "ops"),
     ]),
+    ("Waiting room", [
+        panel("Joins and polls by answer", [(rate("ticketing_queue_steps_total", "kind, status"),
+                                             "{{kind}} {{status}}")], "ops"),
+        panel("Admitted, and dropped for not polling", [
+            ("sum(rate(ticketing_queue_admitted_total[1m]))", "admitted/s"),
+            ("sum(rate(ticketing_queue_dropped_total[1m]))", "dropped/s")], "ops"),
+    ]),
     ("Checkout and payments", [
         panel("Checkouts by result", [(rate("ticketing_checkouts_total", "result"), "{{result}}")], "ops"),
         panel("Gateway calls by outcome", [(rate("ticketing_payment_calls_total", "operation, outcome"),

@@ -26,6 +26,8 @@ from router.jsonbody import JSONBody
 from router.openapi import install_openapi
 from router.orders_api import router as orders_router
 from router.problems import install_error_handlers
+from router.queue_api import HOT_ROUTES as QUEUE_HOT_ROUTES
+from router.queue_api import QueueSettingsCache
 from router.queue_tokens import QueueTokens
 from router.ratelimit import RateLimiter
 from router.resolver import CheckoutResolver
@@ -34,6 +36,7 @@ from router.seat_stream import lifespan as seat_streams_lifespan
 from router.seat_stream import router as seat_stream_router
 from router.shard_client import ShardClient
 from router.tickets.ticket_codes import TicketCodes
+from router.waiting_room import WaitingRoom
 
 API_VERSION = "1.0.0"
 
@@ -98,8 +101,11 @@ def create_app(settings: Settings | None = None) -> TicketingApp:
     app.state.checkout = checkout = build_checkout_service(runtime, shard_client, gateway, settings)
     resolver = CheckoutResolver(runtime, checkout, settings)
     app.state.rate_limiter = RateLimiter(runtime, settings)
+    app.state.waiting_room = WaitingRoom(runtime, settings)
+    app.state.queue_settings = QueueSettingsCache(settings.queue_settings_cache_s,
+                                                  settings.queue_settings_cache_entries_max)
     install_error_handlers(app, settings.retry_after_s)
-    hot_routes = HotRoutes([*HOLD_HOT_ROUTES, *EVENT_HOT_ROUTES])
+    hot_routes = HotRoutes([*HOLD_HOT_ROUTES, *EVENT_HOT_ROUTES, *QUEUE_HOT_ROUTES])
     install_openapi(app, hot_routes)
     # The busiest routes first: reads and checkout, then the rest. Routes are added to the
     # app's own list rather than with include_router, which in this FastAPI keeps each router as a

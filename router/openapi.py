@@ -59,6 +59,8 @@ CONTRACTS: dict[tuple[str, str], Contract] = {
     ("GET", "/v1/events/{event_id}/seats"): Contract(200, r.SeatMap, errors=(404,)),
     ("GET", "/v1/events/{event_id}/seats/stream"): Contract(200, None, errors=(404,)),
     ("GET", "/v1/events/{event_id}/revocations"): Contract(200, r.RevocationPage, True, errors=(404,)),
+    ("POST", "/v1/events/{event_id}/queue"): Contract(200, r.QueueStatus, True, errors=(404, 409, 429)),
+    ("GET", "/v1/events/{event_id}/queue"): Contract(200, r.QueueStatus, True, errors=(404, 409)),
     ("GET", "/v1/me"): Contract(200, r.Me, True),
     ("GET", "/v1/me/tickets"): Contract(200, r.TicketPage, True),
     ("GET", "/v1/orders/{order_id}"): Contract(200, r.Order, True, errors=(404,)),

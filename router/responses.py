@@ -164,6 +164,14 @@ class TicketKeys(Open):
     keys: list[TicketKey]
 
 
+class QueueStatus(Open):
+    status: str = Field(description="waiting, admitted or expired (not in line: join again)")
+    position: int | None = Field(None, description="waiting: 1 is next")
+    eta_seconds: int | None = Field(None, description="waiting: position ÷ the event's admission rate")
+    token: str | None = Field(None, description="admitted: send it as X-Queue-Token with POST /v1/holds")
+    expires_at: str | None = Field(None, description="admitted: when the token stops admitting")
+
+
 class Me(Open):
     sub: str
     role: str

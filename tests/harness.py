@@ -35,6 +35,8 @@ TEST_ENVIRONMENT = {
     "TICKETING_CHECKOUT_RESOLVER_INTERVAL_S": "0.5",
     # Tests reuse a few buyers for many requests; the rate-limit test sends more than this.
     "TICKETING_RATE_LIMIT_USER_BURST": "40",
+    # The waiting-room test shows a user who stops polling losing the place in seconds, not 30.
+    "TICKETING_QUEUE_IDLE_S": "3",
 }
 
 

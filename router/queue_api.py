@@ -1,0 +1,94 @@
+"""The waiting room's routes (API.md "Waiting room"): join and poll, both hot routes of the edge."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+from uuid import UUID
+
+from actors.protocol import EventDocument, GetEvent
+from router.auth import BUYERS, authorize
+from router.deps import call_shard, client_of, settings_of
+from router.edge import HotReply, HotRequest, HotRoute
+from router.problems import ApiError
+from router.views import expect, iso
+from router.waiting_room import QueueStep, WaitingRoom
+
+
+class QueueSettingsCache:
+    """Each event's `queue` settings, read from its shard and kept `ttl_s` per worker (at most
+    `entries_max` events; emptied when full): every poll must not cost a shard read."""
+
+    def __init__(self, ttl_s: float, entries_max: int) -> None:
+        self.ttl_s = ttl_s
+        self.entries_max = entries_max
+        self._entries: dict[UUID, tuple[float, dict[str, Any]]] = {}
+
+    def get(self, event_id: UUID) -> dict[str, Any] | None:
+        entry = self._entries.get(event_id)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, event_id: UUID, queue: dict[str, Any]) -> None:
+        if len(self._entries) >= self.entries_max:
+            self._entries.clear()
+        self._entries[event_id] = (time.monotonic() + self.ttl_s, queue)
+
+
+async def _queue_settings(request: HotRequest, event_id: UUID) -> dict[str, Any]:
+    cache: QueueSettingsCache = request.app.state.queue_settings
+    queue = cache.get(event_id)
+    if queue is None:
+        shard_id = client_of(request).shard_map.shard_of(event_id)
+        reply = await call_shard(request, shard_id, GetEvent(event_id), read=True)
+        document = expect(reply, EventDocument, "EVENT_NOT_FOUND", settings_of(request).retry_after_s).document
+        queue = dict(document.get("queue") or {})
+        cache.put(event_id, queue)
+    return queue
+
+
+async def _answer(request: HotRequest, *, join: bool) -> HotReply:
+    principal = authorize(request, BUYERS)
+    event_id = request.path_params["event_id"]
+    queue = await _queue_settings(request, event_id)
+    if not queue.get("enabled"):
+        raise ApiError(409, "QUEUE_NOT_ENABLED", "this event sells without a waiting room: hold directly")
+    room: WaitingRoom = request.app.state.waiting_room
+    rate, token_seconds = int(queue["admit_per_second"]), int(queue["token_seconds"])
+    step = await room.step(event_id, principal.user_id, join=join, admit_per_second=rate, token_seconds=token_seconds)
+    return HotReply(200, _body(request, step, principal.user_id, event_id, rate, token_seconds))
+
+
+def _body(request: HotRequest, step: QueueStep, user_id: str, event_id: UUID, rate: int,
+          token_seconds: int) -> dict[str, Any]:
+    if step.status == "admitted" and step.admitted_at_s is not None:
+        token, expires_at_s = request.app.state.queue_tokens.issue(user_id, event_id, token_seconds,
+                                                                   now_s=step.admitted_at_s)
+        return {"status": "admitted", "token": token, "expires_at": iso(expires_at_s)}
+    if step.status == "waiting" and step.position is not None:
+        return {"status": "waiting", "position": step.position, "eta_seconds": math.ceil(step.position / rate)}
+    if step.status == "full":
+        retry_after_s = settings_of(request).retry_after_s
+        raise ApiError(429, "RATE_LIMITED", "the waiting room is full; retry later",
+                       headers={"Retry-After": str(retry_after_s)})
+    return {"status": "expired"}
+
+
+async def join_queue(request: HotRequest) -> HotReply:
+    """Join the event's waiting room (joining again keeps the place)."""
+    return await _answer(request, join=True)
+
+
+async def poll_queue(request: HotRequest) -> HotReply:
+    """Where the caller stands in the event's waiting room."""
+    return await _answer(request, join=False)
+
+
+HOT_ROUTES = [
+    HotRoute("POST", "/v1/events/{event_id}/queue", join_queue, "Join the event's waiting room (buyer)",
+             ("waiting room",)),
+    HotRoute("GET", "/v1/events/{event_id}/queue", poll_queue, "Your place in the event's waiting room (buyer)",
+             ("waiting room",)),
+]

@@ -1,0 +1,130 @@
+"""The waiting room over HTTP (API.md "Waiting room"): a queue-mode event sells through a fair line.
+
+The cluster runs two router workers and `TICKETING_QUEUE_IDLE_S=3` (tests/harness.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.harness import RunningCluster
+from tests.support import create_event, event_body, ga, problem, race
+
+pytestmark = pytest.mark.e2e
+
+
+def queued_event(http: httpx.Client, cluster: RunningCluster, admit_per_second: int,
+                 capacity: int = 100) -> str:
+    body = event_body(ga("floor", capacity), per_person_limit=10,
+                      queue={"enabled": True, "admit_per_second": admit_per_second, "token_seconds": 600})
+    return str(create_event(http, cluster, body)["id"])
+
+
+def join(http: httpx.Client, cluster: RunningCluster, event_id: str, user: str) -> dict[str, Any]:
+    response = http.post(f"/v1/events/{event_id}/queue", headers=cluster.headers(user))
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def poll(http: httpx.Client, cluster: RunningCluster, event_id: str, user: str) -> dict[str, Any]:
+    response = http.get(f"/v1/events/{event_id}/queue", headers=cluster.headers(user))
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def hold_with(http: httpx.Client, cluster: RunningCluster, event_id: str, user: str,
+              token: str | None) -> httpx.Response:
+    headers = cluster.headers(user)
+    if token is not None:
+        headers["X-Queue-Token"] = token
+    return http.post("/v1/holds", json={"event_id": event_id, "section": "floor", "quantity": 1}, headers=headers)
+
+
+def test_a_queue_mode_event_sells_to_the_line_in_order(http: httpx.Client, cluster: RunningCluster) -> None:
+    event_id = queued_event(http, cluster, admit_per_second=5)
+    users = [f"wr-{uuid.uuid4().hex[:8]}-{n:02d}" for n in range(20)]
+    answers = [join(http, cluster, event_id, user) for user in users]
+    # The first second's worth of the rate is admitted at once; the rest wait in join order.
+    admitted_at_once = [answer for answer in answers if answer["status"] == "admitted"]
+    waiting = [answer for answer in answers if answer["status"] == "waiting"]
+    assert 5 <= len(admitted_at_once) <= 7 and len(admitted_at_once) + len(waiting) == 20
+    assert answers[:len(admitted_at_once)] == admitted_at_once  # admitted ones joined first
+    positions = [answer["position"] for answer in waiting]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions), positions
+    assert all(answer["eta_seconds"] >= 1 for answer in waiting)
+    # Joining again keeps the place (or it moved forward); it never goes to the back.
+    again = join(http, cluster, event_id, users[-1])
+    assert again["status"] == "admitted" or again["position"] <= positions[-1]
+
+    deadline = time.monotonic() + 8  # 15 waiting at 5/s: ~3 s
+    tokens: dict[str, str] = {}
+    while len(tokens) < len(users) and time.monotonic() < deadline:
+        for user in users:
+            if user not in tokens:
+                answer = poll(http, cluster, event_id, user)
+                if answer["status"] == "admitted":
+                    tokens[user] = answer["token"]
+                    assert answer["expires_at"].endswith("Z")
+        time.sleep(0.2)
+    assert len(tokens) == len(users), f"{len(tokens)} of 20 admitted within 8 s at 5/s"
+
+    # The token admits its own user on its own event, and nobody else anywhere else.
+    first, second = users[0], users[1]
+    problem(hold_with(http, cluster, event_id, first, None), 403, "QUEUE_TOKEN_REQUIRED")
+    problem(hold_with(http, cluster, event_id, first, tokens[second]), 403, "QUEUE_TOKEN_REQUIRED")
+    other_event = queued_event(http, cluster, admit_per_second=5)
+    problem(hold_with(http, cluster, other_event, first, tokens[first]), 403, "QUEUE_TOKEN_REQUIRED")
+    assert hold_with(http, cluster, event_id, first, tokens[first]).status_code == 201
+    assert poll(http, cluster, event_id, first)["token"] == tokens[first]  # the same token on every poll
+
+
+def test_admission_keeps_the_event_rate_across_router_workers(cluster: RunningCluster, http: httpx.Client) -> None:
+    """Polls from many connections reach both router workers; each runs the admitter, and the
+    admitted count still grows at the event's rate (a bucket per worker would double it)."""
+    rate, users = 10, [f"rate-{uuid.uuid4().hex[:8]}-{n:03d}" for n in range(120)]
+    event_id = queued_event(http, cluster, admit_per_second=rate)
+    path = f"/v1/events/{event_id}/queue"
+    asyncio.run(race(cluster, [(user, "POST", path, None, {}) for user in users], concurrency=32))
+
+    def admitted_now() -> int:
+        answers = asyncio.run(race(cluster, [(user, "GET", path, None, {}) for user in users], concurrency=32))
+        assert all(answer.status_code == 200 for answer in answers)
+        return sum(answer.json()["status"] == "admitted" for answer in answers)
+
+    start, first = time.monotonic(), admitted_now()
+    while time.monotonic() - start < 4:
+        admitted_now()
+    elapsed, last = time.monotonic() - start, admitted_now()
+    measured = (last - first) / elapsed
+    assert abs(measured - rate) <= 0.15 * rate + 1 / elapsed, f"{measured:.1f} admitted/s at a rate of {rate}/s"
+
+
+def test_who_stops_polling_loses_the_place_without_stalling_the_line(http: httpx.Client,
+                                                                      cluster: RunningCluster) -> None:
+    event_id = queued_event(http, cluster, admit_per_second=1)
+    tag = uuid.uuid4().hex[:8]
+    first, gone, next_one = f"idle-{tag}-a", f"idle-{tag}-b", f"idle-{tag}-c"
+    assert join(http, cluster, event_id, first)["status"] == "admitted"  # the bucket's one token
+    assert join(http, cluster, event_id, gone)["position"] == 1
+    assert join(http, cluster, event_id, next_one)["position"] == 2
+    time.sleep(3.6)  # nobody steps: `gone` is idle past TICKETING_QUEUE_IDLE_S=3 when reached
+    answer = poll(http, cluster, event_id, next_one)
+    assert answer["status"] == "admitted", answer  # `gone` was skipped without using the admission
+    assert poll(http, cluster, event_id, gone) == {"status": "expired"}
+    rejoined = join(http, cluster, event_id, gone)  # joins again, at the back
+    assert rejoined["status"] in ("waiting", "admitted")
+
+
+def test_an_event_without_queue_mode_has_no_waiting_room(http: httpx.Client, cluster: RunningCluster) -> None:
+    event = create_event(http, cluster, event_body(ga("floor", 10)))
+    problem(http.post(f"/v1/events/{event['id']}/queue", headers=cluster.headers("buyer-x")), 409,
+            "QUEUE_NOT_ENABLED")
+    problem(http.get(f"/v1/events/{uuid.uuid4()}/queue", headers=cluster.headers("buyer-x")), 404,
+            "EVENT_NOT_FOUND")
+    problem(http.post(f"/v1/events/{event['id']}/queue"), 401, "UNAUTHENTICATED")
