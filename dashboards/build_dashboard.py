@@ -68,9 +68,10 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
     ("Waiting room", [
         panel("Joins and polls by answer", [(rate("ticketing_queue_steps_total", "kind, status"),
                                              "{{kind}} {{status}}")], "ops"),
-        panel("Admitted, and dropped for not polling", [
+        panel("Admitted, dropped for not polling, admissions used", [
             ("sum(rate(ticketing_queue_admitted_total[1m]))", "admitted/s"),
-            ("sum(rate(ticketing_queue_dropped_total[1m]))", "dropped/s")], "ops"),
+            ("sum(rate(ticketing_queue_dropped_total[1m]))", "dropped/s"),
+            (rate("ticketing_queue_admissions_used_total", "result"), "used for a hold {{result}}/s")], "ops"),
     ]),
     ("Checkout and payments", [
         panel("Checkouts by result", [(rate("ticketing_checkouts_total", "result"), "{{result}}")], "ops"),

@@ -9,6 +9,7 @@
 --   3 admitted  ZSET  user digest -> admitted at, ms
 --   4 expired   ZSET  user digest -> dropped from the line at, ms (for the "expired" answer)
 --   5 meta      HASH  seq (last ticket), tokens (admission bucket), at (bucket time, ms)
+--   6 spent     ZSET  user digest -> used at, ms: admissions already used for a hold
 -- ARGV:
 --   1 now_ms           the router's clock (ms since the epoch)
 --   2 user             the caller's user digest (fixed length; never the raw id)
@@ -20,12 +21,16 @@
 --   8 scan_max         most line entries one step may look at (bounds the script's time)
 --   9 waiting_max      most users in the line (a join beyond it is refused)
 --  10 key_ttl_ms       every key expires this long after the last write
+--  11 cap              most admissions outstanding (admitted, not yet used for a hold) after this
+--                      step: what the stock can serve; -1 = no limit
+--  12 settle_ms        an admission used less than this long ago still counts as outstanding:
+--                      the stock the cap was computed from may not show its hold yet
 -- Returns {status, value, admitted_now, expired_now, line_length}:
 --   status "admitted": value = admitted at (ms); "waiting": value = position (1 = next);
 --   "expired": value = 0 (not in line: never joined, or dropped for not polling); "full": the
 --   line is at waiting_max. admitted_now / expired_now: what this step's admitter did.
 
-local line, seen, admitted, expired, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local line, seen, admitted, expired, meta, spent = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now = tonumber(ARGV[1])
 local user = ARGV[2]
 local join = ARGV[3] == "1"
@@ -36,6 +41,8 @@ local admitted_ms = tonumber(ARGV[7])
 local scan_max = tonumber(ARGV[8])
 local waiting_max = tonumber(ARGV[9])
 local key_ttl_ms = tonumber(ARGV[10])
+local cap = tonumber(ARGV[11])
+local settle_ms = tonumber(ARGV[12])
 
 -- The caller first: a join takes the next ticket (or keeps the place it has), a poll marks the
 -- caller as still there.
@@ -55,8 +62,17 @@ if redis.call("ZSCORE", admitted, user) == false then
   end
 end
 
--- The admitter: refill the bucket, then admit from the head while tokens last. A head entry not
--- seen for idle_ms is dropped without using a token, so people who left do not stall the line.
+-- Forget admissions and drops older than what they are remembered for.
+local aged = redis.call("ZRANGEBYSCORE", admitted, "-inf", now - admitted_ms, "LIMIT", 0, scan_max)
+for _, member in ipairs(aged) do
+  redis.call("ZREM", admitted, member)
+  redis.call("ZREM", spent, member)  -- spent stays a subset of admitted
+end
+redis.call("ZREMRANGEBYSCORE", expired, "-inf", now - admitted_ms)
+
+-- The admitter: refill the bucket, then admit from the head while tokens last and the stock can
+-- serve one more outstanding admission. A head entry not seen for idle_ms is dropped without using
+-- a token, so people who left do not stall the line.
 local state = redis.call("HMGET", meta, "tokens", "at")
 local tokens = tonumber(state[1]) or burst
 local at = tonumber(state[2]) or now
@@ -65,7 +81,8 @@ if now > at then
   at = now
 end
 local admitted_now, expired_now, scanned = 0, 0, 0
-while tokens >= 1 and scanned < scan_max do
+local outstanding = redis.call("ZCARD", admitted) - redis.call("ZCOUNT", spent, "-inf", now - settle_ms)
+while tokens >= 1 and scanned < scan_max and (cap < 0 or outstanding < cap) do
   local head = redis.call("ZRANGE", line, 0, 0)
   if #head == 0 then break end
   local member = head[1]
@@ -80,12 +97,10 @@ while tokens >= 1 and scanned < scan_max do
     redis.call("ZADD", admitted, now, member)
     tokens = tokens - 1
     admitted_now = admitted_now + 1
+    outstanding = outstanding + 1
   end
 end
 redis.call("HSET", meta, "tokens", tostring(tokens), "at", tostring(at))
--- Forget admissions and drops older than what they are remembered for.
-redis.call("ZREMRANGEBYSCORE", admitted, "-inf", now - admitted_ms)
-redis.call("ZREMRANGEBYSCORE", expired, "-inf", now - admitted_ms)
 for _, key in ipairs(KEYS) do redis.call("PEXPIRE", key, key_ttl_ms) end
 
 -- The answer.

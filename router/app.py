@@ -27,7 +27,7 @@ from router.openapi import install_openapi
 from router.orders_api import router as orders_router
 from router.problems import install_error_handlers
 from router.queue_api import HOT_ROUTES as QUEUE_HOT_ROUTES
-from router.queue_api import QueueSettingsCache
+from router.queue_api import EventCache
 from router.queue_tokens import QueueTokens
 from router.ratelimit import RateLimiter
 from router.resolver import CheckoutResolver
@@ -102,8 +102,8 @@ def create_app(settings: Settings | None = None) -> TicketingApp:
     resolver = CheckoutResolver(runtime, checkout, settings)
     app.state.rate_limiter = RateLimiter(runtime, settings)
     app.state.waiting_room = WaitingRoom(runtime, settings)
-    app.state.queue_settings = QueueSettingsCache(settings.queue_settings_cache_s,
-                                                  settings.queue_settings_cache_entries_max)
+    app.state.queue_settings = EventCache(settings.queue_settings_cache_s, settings.queue_settings_cache_entries_max)
+    app.state.queue_stock = EventCache(settings.queue_stock_cache_s, settings.queue_settings_cache_entries_max)
     install_error_handlers(app, settings.retry_after_s)
     hot_routes = HotRoutes([*HOLD_HOT_ROUTES, *EVENT_HOT_ROUTES, *QUEUE_HOT_ROUTES])
     install_openapi(app, hot_routes)

@@ -57,6 +57,8 @@ async def create_hold(request: HotRequest) -> HotReply:
     shard_id = client_of(request).shard_map.shard_of(body.event_id)
     reply = await call_shard(request, shard_id, command, retryable=key is not None)
     hold = expect(reply, HoldView, "EVENT_NOT_FOUND", settings.retry_after_s)
+    if admitted:  # a waiting-room admission, now used: the stock no longer waits for it
+        await request.app.state.waiting_room.spend(body.event_id, principal.user_id)
     return HotReply(201, hold_body(hold))
 
 

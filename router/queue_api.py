@@ -7,7 +7,7 @@ import time
 from typing import Any
 from uuid import UUID
 
-from actors.protocol import EventDocument, GetEvent
+from actors.protocol import AvailabilityView, EventDocument, GetAvailability, GetEvent
 from router.auth import BUYERS, authorize
 from router.deps import call_shard, client_of, settings_of
 from router.edge import HotReply, HotRequest, HotRoute
@@ -16,30 +16,31 @@ from router.views import expect, iso
 from router.waiting_room import QueueStep, WaitingRoom
 
 
-class QueueSettingsCache:
-    """Each event's `queue` settings, read from its shard and kept `ttl_s` per worker (at most
-    `entries_max` events; emptied when full): every poll must not cost a shard read."""
+class EventCache:
+    """Per event, something read from its shard, kept `ttl_s` per worker (at most `entries_max`
+    events; emptied when full): every poll must not cost a shard read. One for each event's
+    `queue` settings, one for its stock (available, held)."""
 
     def __init__(self, ttl_s: float, entries_max: int) -> None:
         self.ttl_s = ttl_s
         self.entries_max = entries_max
-        self._entries: dict[UUID, tuple[float, dict[str, Any]]] = {}
+        self._entries: dict[UUID, tuple[float, Any]] = {}
 
-    def get(self, event_id: UUID) -> dict[str, Any] | None:
+    def get(self, event_id: UUID) -> Any:
         entry = self._entries.get(event_id)
         if entry is None or entry[0] < time.monotonic():
             return None
         return entry[1]
 
-    def put(self, event_id: UUID, queue: dict[str, Any]) -> None:
+    def put(self, event_id: UUID, value: Any) -> None:
         if len(self._entries) >= self.entries_max:
             self._entries.clear()
-        self._entries[event_id] = (time.monotonic() + self.ttl_s, queue)
+        self._entries[event_id] = (time.monotonic() + self.ttl_s, value)
 
 
 async def _queue_settings(request: HotRequest, event_id: UUID) -> dict[str, Any]:
-    cache: QueueSettingsCache = request.app.state.queue_settings
-    queue = cache.get(event_id)
+    cache: EventCache = request.app.state.queue_settings
+    queue: dict[str, Any] | None = cache.get(event_id)
     if queue is None:
         shard_id = client_of(request).shard_map.shard_of(event_id)
         reply = await call_shard(request, shard_id, GetEvent(event_id), read=True)
@@ -49,15 +50,33 @@ async def _queue_settings(request: HotRequest, event_id: UUID) -> dict[str, Any]
     return queue
 
 
+async def _stock(request: HotRequest, event_id: UUID) -> tuple[int, int]:
+    """(available, held) tickets of the event, over its sections."""
+    cache: EventCache = request.app.state.queue_stock
+    stock: tuple[int, int] | None = cache.get(event_id)
+    if stock is None:
+        shard_id = client_of(request).shard_map.shard_of(event_id)
+        reply = await call_shard(request, shard_id, GetAvailability(event_id), read=True)
+        view = expect(reply, AvailabilityView, "EVENT_NOT_FOUND", settings_of(request).retry_after_s)
+        stock = (sum(section.available for section in view.sections), sum(section.held for section in view.sections))
+        cache.put(event_id, stock)
+    return stock
+
+
 async def _answer(request: HotRequest, *, join: bool) -> HotReply:
     principal = authorize(request, BUYERS)
     event_id = request.path_params["event_id"]
     queue = await _queue_settings(request, event_id)
     if not queue.get("enabled"):
         raise ApiError(409, "QUEUE_NOT_ENABLED", "this event sells without a waiting room: hold directly")
+    available, held = await _stock(request, event_id)
+    cap = math.ceil(available * settings_of(request).queue_admit_stock_factor)
     room: WaitingRoom = request.app.state.waiting_room
     rate, token_seconds = int(queue["admit_per_second"]), int(queue["token_seconds"])
-    step = await room.step(event_id, principal.user_id, join=join, admit_per_second=rate, token_seconds=token_seconds)
+    step = await room.step(event_id, principal.user_id, join=join, admit_per_second=rate, token_seconds=token_seconds,
+                           cap=cap)
+    if step.status == "waiting" and available == 0 and held == 0:
+        return HotReply(200, {"status": "sold_out"})  # the place is kept: returns reopen admission
     return HotReply(200, _body(request, step, principal.user_id, event_id, rate, token_seconds))
 
 

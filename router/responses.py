@@ -165,7 +165,8 @@ class TicketKeys(Open):
 
 
 class QueueStatus(Open):
-    status: str = Field(description="waiting, admitted or expired (not in line: join again)")
+    status: str = Field(description="waiting, admitted, sold_out (nothing left or held; the place is kept) or "
+                              "expired (not in line: join again)")
     position: int | None = Field(None, description="waiting: 1 is next")
     eta_seconds: int | None = Field(None, description="waiting: position ÷ the event's admission rate")
     token: str | None = Field(None, description="admitted: send it as X-Queue-Token with POST /v1/holds")

@@ -19,13 +19,21 @@ queue settings come from its document (a shard read), cached per worker for
 `queue_settings_cache_s`: enabling or disabling queue mode reaches every worker within that.
 Redis not answering is 503 with Retry-After: without the line nobody can be admitted fairly.
 
-Not built yet (issue 13): the shuffle of those who join before the sale opens, stock-aware
-admission and `sold_out`, the waiting list after sell-out.
+Stock-aware: the admitter never has more admissions outstanding (admitted, not yet used for a
+hold: `holds_api` marks them used) than `queue_admit_stock_factor` × the event's available
+tickets, read from its shard and cached `queue_stock_cache_s` per worker (an admission used less
+than that long ago still counts, since the cached stock may not show its hold yet); with nothing available
+and nothing held the event is sold out, and every waiting user reads `"status": "sold_out"` (keeping
+the place: released or expired holds make tickets available again, and admission resumes in order).
+
+Not built yet (issue 13): the shuffle of those who join before the sale opens, the waiting list
+after sell-out.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -40,12 +48,18 @@ from redis.exceptions import RedisError
 from cluster.settings import Settings
 from router.problems import ApiError
 
-SCRIPT = (Path(__file__).resolve().parent.parent / "lua" / "waiting_room.lua").read_text()
+LUA = Path(__file__).resolve().parent.parent / "lua"
+log = logging.getLogger(__name__)
+
+SCRIPT = (LUA / "waiting_room.lua").read_text()
+SPEND_SCRIPT = (LUA / "waiting_room_spend.lua").read_text()
 KEY_PREFIX = "ticketing:queue"
 
 STEPS = Counter("ticketing_queue_steps_total", "Waiting-room joins and polls by answer.", ["kind", "status"])
 ADMITTED = Counter("ticketing_queue_admitted_total", "Users the waiting room admitted.")
 DROPPED = Counter("ticketing_queue_dropped_total", "Waiting users dropped for not polling.")
+SPENT = Counter("ticketing_queue_admissions_used_total",
+                "Holds made with a waiting-room admission, by whether it was marked used.", ["result"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,26 +78,31 @@ class WaitingRoom:
     def __init__(self, runtime: Any, settings: Settings) -> None:
         self.runtime = runtime  # its Redis client is made at start-up, after this object
         self.settings = settings
-        self._script: AsyncScript | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+
+    def _script(self, source: str) -> AsyncScript:
+        redis = self.runtime.redis
+        if redis is None:
+            raise _unavailable("the waiting room has no Redis configured", self.settings.retry_after_s)
+        script = self._scripts.get(source)
+        if script is None or script.registered_client is not redis:
+            script = self._scripts[source] = redis.register_script(source)
+        return script
 
     async def step(self, event_id: UUID, user_id: str, *, join: bool, admit_per_second: int,
-                   token_seconds: int) -> QueueStep:
-        """Run the event's admitter, then join or poll for `user_id`."""
-        redis = self.runtime.redis
+                   token_seconds: int, cap: int) -> QueueStep:
+        """Run the event's admitter (at most `cap` admissions outstanding, -1: no limit), then
+        join or poll for `user_id`."""
+        script = self._script(SCRIPT)
         retry_after_s = self.settings.retry_after_s
-        if redis is None:
-            raise _unavailable("the waiting room has no Redis configured", retry_after_s)
-        if self._script is None or self._script.registered_client is not redis:
-            self._script = redis.register_script(SCRIPT)
         settings = self.settings
-        tag = f"{KEY_PREFIX}:{{{event_id}}}"
-        keys = [f"{tag}:line", f"{tag}:seen", f"{tag}:admitted", f"{tag}:expired", f"{tag}:meta"]
+        keys = _keys(event_id)
         arguments: list[str | int] = [int(time.time() * 1000), user_digest(user_id), 1 if join else 0, admit_per_second,
                      max(1, math.floor(admit_per_second * settings.queue_burst_s)), int(settings.queue_idle_s * 1000),
                      token_seconds * 1000, settings.queue_scan_max, settings.queue_waiting_max,
-                     int(settings.queue_key_ttl_s * 1000)]
+                     int(settings.queue_key_ttl_s * 1000), cap, int(settings.queue_stock_cache_s * 1000) + 100]
         try:
-            status, value, admitted_now, dropped_now, line_length = await self._script(keys, arguments)
+            status, value, admitted_now, dropped_now, line_length = await script(keys, arguments)
         except (RedisError, OSError, TimeoutError) as error:
             raise _unavailable(f"waiting room: {type(error).__name__}: {error}", retry_after_s) from None
         status = status.decode() if isinstance(status, bytes) else str(status)
@@ -97,6 +116,25 @@ class WaitingRoom:
         if status == "waiting":
             return QueueStep(status, position=int(value), line_length=int(line_length))
         return QueueStep(status, line_length=int(line_length))
+
+
+    async def spend(self, event_id: UUID, user_id: str) -> None:
+        """`user_id` held with its admission: it no longer counts against the stock. Best effort:
+        a failure only leaves the admission counted until it expires, so it is logged, not raised."""
+        try:
+            keys = _keys(event_id)
+            marked = await self._script(SPEND_SCRIPT)([keys[2], keys[5]],
+                                                      [user_digest(user_id), int(time.time() * 1000)])
+        except (ApiError, RedisError, OSError, TimeoutError) as error:
+            SPENT.labels("failed").inc()
+            log.warning("waiting room: could not mark %s's admission used: %s", event_id, error)
+            return
+        SPENT.labels("marked" if marked else "already").inc()
+
+
+def _keys(event_id: UUID) -> list[str]:
+    tag = f"{KEY_PREFIX}:{{{event_id}}}"
+    return [f"{tag}:line", f"{tag}:seen", f"{tag}:admitted", f"{tag}:expired", f"{tag}:meta", f"{tag}:spent"]
 
 
 def _unavailable(reason: str, retry_after_s: int) -> ApiError:

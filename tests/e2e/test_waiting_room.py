@@ -128,3 +128,41 @@ def test_an_event_without_queue_mode_has_no_waiting_room(http: httpx.Client, clu
     problem(http.get(f"/v1/events/{uuid.uuid4()}/queue", headers=cluster.headers("buyer-x")), 404,
             "EVENT_NOT_FOUND")
     problem(http.post(f"/v1/events/{event['id']}/queue"), 401, "UNAUTHENTICATED")
+
+
+def test_admission_follows_the_stock_and_sold_out_keeps_the_place(http: httpx.Client,
+                                                                  cluster: RunningCluster) -> None:
+    """Five tickets, eight buyers: five are admitted, the rest wait; a released hold admits the
+    next in line; once everything is sold, those still waiting read `sold_out`."""
+    event_id = queued_event(http, cluster, admit_per_second=100, capacity=5)
+    tag = uuid.uuid4().hex[:8]
+    users = [f"stock-{tag}-{n}" for n in range(8)]
+    answers = [join(http, cluster, event_id, user) for user in users]
+    assert [answer["status"] for answer in answers] == ["admitted"] * 5 + ["waiting"] * 3, answers
+    holds = {}
+    for user, answer in zip(users[:5], answers[:5], strict=True):
+        response = hold_with(http, cluster, event_id, user, answer["token"])
+        assert response.status_code == 201, response.text
+        holds[user] = response.json()["id"]
+    time.sleep(0.7)  # past the router's stock cache (queue_stock_cache_s)
+    # Everything is held, nothing sold: holds may come back, so the line waits (not sold out).
+    assert poll(http, cluster, event_id, users[5])["status"] == "waiting"
+    released = http.delete(f"/v1/holds/{holds.pop(users[0])}", headers=cluster.headers(users[0]))
+    assert released.status_code == 200, released.text
+    time.sleep(0.7)
+    sixth = poll(http, cluster, event_id, users[5])
+    assert sixth["status"] == "admitted", sixth  # the next in line, not the seventh
+    assert poll(http, cluster, event_id, users[6])["status"] == "waiting"
+    response = hold_with(http, cluster, event_id, users[5], sixth["token"])
+    assert response.status_code == 201, response.text
+    holds[users[5]] = response.json()["id"]
+    for user, hold_id in holds.items():
+        paid = http.post(f"/v1/holds/{hold_id}/checkout", json={"payment": {"token": "tok_visa"}},
+                         headers={**cluster.headers(user), "Idempotency-Key": f"pay-{hold_id}"})
+        assert paid.status_code == 201, paid.text
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        if all(poll(http, cluster, event_id, user)["status"] == "sold_out" for user in users[6:]):
+            break
+        time.sleep(0.2)
+    assert [poll(http, cluster, event_id, user)["status"] for user in users[6:]] == ["sold_out"] * 2
