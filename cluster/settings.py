@@ -175,6 +175,9 @@ class Settings(BaseSettings):
     # Readiness probes and other dependencies.
     probe_timeout_s: float = Field(2.0, gt=0)
     redis_timeout_s: float = Field(1.0, gt=0)
+    # Redis connections per router worker; a call that finds them all busy waits up to
+    # redis_timeout_s for one.
+    redis_connections_max: int = Field(64, ge=1)
     gateway_call_timeout_s: float = Field(10.0, gt=0)
 
     # Checkout and payments (DESIGN §9).

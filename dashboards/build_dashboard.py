@@ -71,7 +71,8 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
         panel("Admitted, dropped for not polling, admissions used", [
             ("sum(rate(ticketing_queue_admitted_total[1m]))", "admitted/s"),
             ("sum(rate(ticketing_queue_dropped_total[1m]))", "dropped/s"),
-            (rate("ticketing_queue_admissions_used_total", "result"), "used for a hold {{result}}/s")], "ops"),
+            (rate("ticketing_queue_admissions_used_total", "result"), "used for a hold {{result}}/s"),
+            ("sum(increase(ticketing_queue_shuffled_total[1m]))", "early joiners shuffled at an opening")], "ops"),
     ]),
     ("Checkout and payments", [
         panel("Checkouts by result", [(rate("ticketing_checkouts_total", "result"), "{{result}}")], "ops"),

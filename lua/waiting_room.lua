@@ -10,6 +10,8 @@
 --   4 expired   ZSET  user digest -> dropped from the line at, ms (for the "expired" answer)
 --   5 meta      HASH  seq (last ticket), tokens (admission bucket), at (bucket time, ms)
 --   6 spent     ZSET  user digest -> used at, ms: admissions already used for a hold
+--   7 early     SET   user digests that joined before the sale opened (shuffled into the line
+--                     at the opening)
 -- ARGV:
 --   1 now_ms           the router's clock (ms since the epoch)
 --   2 user             the caller's user digest (fixed length; never the raw id)
@@ -25,7 +27,14 @@
 --                      step: what the stock can serve; -1 = no limit
 --  12 settle_ms        an admission used less than this long ago still counts as outstanding:
 --                      the stock the cap was computed from may not show its hold yet
--- Returns {status, value, admitted_now, expired_now, line_length}:
+--  13 opens_ms         when the sale opens (0: open). Before: joins go to `early`, unplaced, and
+--                      nobody is admitted. The first step at or after it shuffles `early` into the
+--                      line ahead of any later join.
+--  14 seed             the shuffle's seed, 1..2147483646 (only the first one used counts; it is
+--                      kept in meta.shuffle_seed: the order can be recomputed from it)
+-- Returns {status, value, admitted_now, expired_now, line_length, shuffled_now}; status "early":
+-- joined before the opening, no position yet.
+-- Returns {status, value, admitted_now, expired_now, line_length, shuffled_now}:
 --   status "admitted": value = admitted at (ms); "waiting": value = position (1 = next);
 --   "expired": value = 0 (not in line: never joined, or dropped for not polling); "full": the
 --   line is at waiting_max. admitted_now / expired_now: what this step's admitter did.
@@ -43,6 +52,52 @@ local waiting_max = tonumber(ARGV[9])
 local key_ttl_ms = tonumber(ARGV[10])
 local cap = tonumber(ARGV[11])
 local settle_ms = tonumber(ARGV[12])
+local opens_ms = tonumber(ARGV[13])
+local seed = tonumber(ARGV[14])
+local early = KEYS[7]
+
+local function touch()
+  for _, key in ipairs(KEYS) do redis.call("PEXPIRE", key, key_ttl_ms) end
+end
+
+-- Before the opening: a join waits unplaced; nobody is admitted. (Once the line has opened it
+-- stays open, even if the sale's start is moved later.)
+local opened = redis.call("HEXISTS", meta, "shuffle_seed") == 1
+if not opened and now < opens_ms then
+  local placed = redis.call("ZSCORE", line, user) or redis.call("ZSCORE", admitted, user)
+  if not placed and (join or redis.call("SISMEMBER", early, user) == 1) then
+    if redis.call("SISMEMBER", early, user) == 0 and redis.call("SCARD", early) >= waiting_max then
+      return {"full", 0, 0, 0, redis.call("ZCARD", line), 0}
+    end
+    redis.call("SADD", early, user)
+    redis.call("ZADD", seen, now, user)
+    touch()
+    return {"early", 0, 0, 0, redis.call("ZCARD", line), 0}
+  end
+end
+
+-- The opening: those who joined early are placed in a random order (Fisher-Yates over their
+-- sorted digests, driven by the Park-Miller generator from `seed`: router/waiting_room.py
+-- `opening_order` computes the same order), ahead of everyone who joins from now on.
+local shuffled_now = 0
+if not opened then
+  local members = redis.call("SMEMBERS", early)
+  table.sort(members)
+  local state = seed
+  for i = #members, 2, -1 do
+    state = (state * 48271) % 2147483647
+    local j = (state % i) + 1
+    members[i], members[j] = members[j], members[i]
+  end
+  for _, member in ipairs(members) do
+    local ticket = redis.call("HINCRBY", meta, "seq", 1)
+    redis.call("ZADD", line, ticket, member)
+    redis.call("ZADD", seen, now, member)
+  end
+  redis.call("DEL", early)
+  redis.call("HSET", meta, "shuffle_seed", tostring(seed), "shuffled", tostring(#members))
+  shuffled_now = #members
+end
 
 -- The caller first: a join takes the next ticket (or keeps the place it has), a poll marks the
 -- caller as still there.
@@ -101,11 +156,11 @@ while tokens >= 1 and scanned < scan_max and (cap < 0 or outstanding < cap) do
   end
 end
 redis.call("HSET", meta, "tokens", tostring(tokens), "at", tostring(at))
-for _, key in ipairs(KEYS) do redis.call("PEXPIRE", key, key_ttl_ms) end
+touch()
 
 -- The answer.
 local function answer(status, value)
-  return {status, value, admitted_now, expired_now, redis.call("ZCARD", line)}
+  return {status, value, admitted_now, expired_now, redis.call("ZCARD", line), shuffled_now}
 end
 local admitted_at = redis.call("ZSCORE", admitted, user)
 if admitted_at then

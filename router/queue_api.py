@@ -7,6 +7,7 @@ import time
 from typing import Any
 from uuid import UUID
 
+from actors.event_bodies import parse_time
 from actors.protocol import AvailabilityView, EventDocument, GetAvailability, GetEvent
 from router.auth import BUYERS, authorize
 from router.deps import call_shard, client_of, settings_of
@@ -45,9 +46,16 @@ async def _queue_settings(request: HotRequest, event_id: UUID) -> dict[str, Any]
         shard_id = client_of(request).shard_map.shard_of(event_id)
         reply = await call_shard(request, shard_id, GetEvent(event_id), read=True)
         document = expect(reply, EventDocument, "EVENT_NOT_FOUND", settings_of(request).retry_after_s).document
-        queue = dict(document.get("queue") or {})
+        queue = {**(document.get("queue") or {}), "opens_at_s": _opens_at_s(document.get("sale_windows") or [])}
         cache.put(event_id, queue)
     return queue
+
+
+def _opens_at_s(windows: list[dict[str, Any]]) -> float:
+    """When the public sale opens: the earliest window without a presale code (0: no such window,
+    the sale is open). Presale buyers hold with their code; the line is for the public sale."""
+    starts = [parse_time(window["starts_at"]) or 0.0 for window in windows if not window.get("code")]
+    return min(starts) if starts else 0.0
 
 
 async def _stock(request: HotRequest, event_id: UUID) -> tuple[int, int]:
@@ -74,7 +82,7 @@ async def _answer(request: HotRequest, *, join: bool) -> HotReply:
     room: WaitingRoom = request.app.state.waiting_room
     rate, token_seconds = int(queue["admit_per_second"]), int(queue["token_seconds"])
     step = await room.step(event_id, principal.user_id, join=join, admit_per_second=rate, token_seconds=token_seconds,
-                           cap=cap)
+                           cap=cap, opens_at_s=queue["opens_at_s"])
     if step.status == "waiting" and available == 0 and held == 0:
         return HotReply(200, {"status": "sold_out"})  # the place is kept: returns reopen admission
     return HotReply(200, _body(request, step, principal.user_id, event_id, rate, token_seconds))
@@ -86,6 +94,8 @@ def _body(request: HotRequest, step: QueueStep, user_id: str, event_id: UUID, ra
         token, expires_at_s = request.app.state.queue_tokens.issue(user_id, event_id, token_seconds,
                                                                    now_s=step.admitted_at_s)
         return {"status": "admitted", "token": token, "expires_at": iso(expires_at_s)}
+    if step.status == "early":
+        return {"status": "waiting", "position": None, "eta_seconds": None}
     if step.status == "waiting" and step.position is not None:
         return {"status": "waiting", "position": step.position, "eta_seconds": math.ceil(step.position / rate)}
     if step.status == "full":

@@ -36,18 +36,24 @@ class Runtime:
 
     async def start(self) -> None:
         if self.settings.redis_url:
-            self.redis = aioredis.from_url(
+            # A blocking pool: a request that finds every connection busy waits for one (at most
+            # redis_timeout_s) instead of failing with "Too many connections" — the waiting room
+            # takes one per join or poll, and a flash sale sends them in bursts.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self.settings.redis_url,
+                max_connections=self.settings.redis_connections_max,
+                timeout=self.settings.redis_timeout_s,
                 socket_timeout=self.settings.redis_timeout_s,
                 socket_connect_timeout=self.settings.redis_timeout_s,
                 health_check_interval=30,
             )
+            self.redis = aioredis.Redis(connection_pool=pool)
         await self.ensure_ray()
 
     async def close(self) -> None:
         self.databases.terminate()
         if self.redis is not None:
-            await self.redis.aclose()
+            await self.redis.aclose(close_connection_pool=True)
 
     # Ray ------------------------------------------------------------------------------------------
 

@@ -26,8 +26,12 @@ than that long ago still counts, since the cached stock may not show its hold ye
 and nothing held the event is sold out, and every waiting user reads `"status": "sold_out"` (keeping
 the place: released or expired holds make tickets available again, and admission resumes in order).
 
-Not built yet (issue 13): the shuffle of those who join before the sale opens, the waiting list
-after sell-out.
+Fair start: who joins before the sale opens (the earliest public sale window) waits unplaced
+(`"position": null`); the first step after the opening places them in a random order — a seeded
+Fisher-Yates in the script, its seed kept in Redis and logged, `opening_order` recomputes it —
+ahead of everyone who joins later, FIFO.
+
+Not built yet (issue 13): the waiting list after sell-out.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,13 +63,14 @@ KEY_PREFIX = "ticketing:queue"
 STEPS = Counter("ticketing_queue_steps_total", "Waiting-room joins and polls by answer.", ["kind", "status"])
 ADMITTED = Counter("ticketing_queue_admitted_total", "Users the waiting room admitted.")
 DROPPED = Counter("ticketing_queue_dropped_total", "Waiting users dropped for not polling.")
+SHUFFLED = Counter("ticketing_queue_shuffled_total", "Early joiners placed in random order at a sale's opening.")
 SPENT = Counter("ticketing_queue_admissions_used_total",
                 "Holds made with a waiting-room admission, by whether it was marked used.", ["result"])
 
 
 @dataclass(frozen=True, slots=True)
 class QueueStep:
-    status: str  # waiting | admitted | expired | full
+    status: str  # waiting | early (joined before the opening: no position yet) | admitted | expired | full
     position: int | None = None
     admitted_at_s: float | None = None
     line_length: int = 0
@@ -72,6 +78,21 @@ class QueueStep:
 
 def user_digest(user_id: str) -> str:
     return hashlib.blake2b(user_id.encode(), digest_size=16).hexdigest()
+
+
+PARK_MILLER_MODULUS = 2_147_483_647  # the shuffle's generator: x -> 48271 x mod (2^31 - 1)
+
+
+def opening_order(digests: list[str], seed: int) -> list[str]:
+    """The line order `lua/waiting_room.lua` gives those who joined before the opening, from the
+    seed it keeps (and the router logs): Fisher-Yates over the sorted digests."""
+    members = sorted(digests)
+    state = seed
+    for i in range(len(members), 1, -1):
+        state = state * 48271 % PARK_MILLER_MODULUS
+        j = state % i
+        members[i - 1], members[j] = members[j], members[i - 1]
+    return members
 
 
 class WaitingRoom:
@@ -90,9 +111,9 @@ class WaitingRoom:
         return script
 
     async def step(self, event_id: UUID, user_id: str, *, join: bool, admit_per_second: int,
-                   token_seconds: int, cap: int) -> QueueStep:
-        """Run the event's admitter (at most `cap` admissions outstanding, -1: no limit), then
-        join or poll for `user_id`."""
+                   token_seconds: int, cap: int, opens_at_s: float) -> QueueStep:
+        """Run the event's admitter (at most `cap` admissions outstanding, -1: no limit; the line
+        opens, shuffling who joined early, at `opens_at_s`), then join or poll for `user_id`."""
         script = self._script(SCRIPT)
         retry_after_s = self.settings.retry_after_s
         settings = self.settings
@@ -100,9 +121,10 @@ class WaitingRoom:
         arguments: list[str | int] = [int(time.time() * 1000), user_digest(user_id), 1 if join else 0, admit_per_second,
                      max(1, math.floor(admit_per_second * settings.queue_burst_s)), int(settings.queue_idle_s * 1000),
                      token_seconds * 1000, settings.queue_scan_max, settings.queue_waiting_max,
-                     int(settings.queue_key_ttl_s * 1000), cap, int(settings.queue_stock_cache_s * 1000) + 100]
+                     int(settings.queue_key_ttl_s * 1000), cap, int(settings.queue_stock_cache_s * 1000) + 100,
+                     int(opens_at_s * 1000), secrets.randbelow(PARK_MILLER_MODULUS - 1) + 1]
         try:
-            status, value, admitted_now, dropped_now, line_length = await script(keys, arguments)
+            status, value, admitted_now, dropped_now, line_length, shuffled_now = await script(keys, arguments)
         except (RedisError, OSError, TimeoutError) as error:
             raise _unavailable(f"waiting room: {type(error).__name__}: {error}", retry_after_s) from None
         status = status.decode() if isinstance(status, bytes) else str(status)
@@ -111,6 +133,11 @@ class WaitingRoom:
             ADMITTED.inc(int(admitted_now))
         if dropped_now:
             DROPPED.inc(int(dropped_now))
+        if shuffled_now:
+            seed = await self.runtime.redis.hget(keys[4], "shuffle_seed")
+            SHUFFLED.inc(int(shuffled_now))
+            log.info("waiting room of %s opened: %d early joiners shuffled with seed %s", event_id,
+                     int(shuffled_now), seed.decode() if isinstance(seed, bytes) else seed)
         if status == "admitted":
             return QueueStep(status, admitted_at_s=int(value) / 1000, line_length=int(line_length))
         if status == "waiting":
@@ -134,7 +161,8 @@ class WaitingRoom:
 
 def _keys(event_id: UUID) -> list[str]:
     tag = f"{KEY_PREFIX}:{{{event_id}}}"
-    return [f"{tag}:line", f"{tag}:seen", f"{tag}:admitted", f"{tag}:expired", f"{tag}:meta", f"{tag}:spent"]
+    return [f"{tag}:line", f"{tag}:seen", f"{tag}:admitted", f"{tag}:expired", f"{tag}:meta", f"{tag}:spent",
+            f"{tag}:early"]
 
 
 def _unavailable(reason: str, retry_after_s: int) -> ApiError:

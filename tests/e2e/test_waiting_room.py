@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -166,3 +167,68 @@ def test_admission_follows_the_stock_and_sold_out_keeps_the_place(http: httpx.Cl
             break
         time.sleep(0.2)
     assert [poll(http, cluster, event_id, user)["status"] for user in users[6:]] == ["sold_out"] * 2
+
+
+def test_who_joins_before_the_opening_is_shuffled_ahead_of_later_joins(http: httpx.Client,
+                                                                        cluster: RunningCluster) -> None:
+    import redis
+
+    from router.waiting_room import opening_order, user_digest
+
+    opens = datetime.now(UTC) + timedelta(seconds=3)
+    body = event_body(ga("floor", 100), per_person_limit=10,
+                      queue={"enabled": True, "admit_per_second": 1, "token_seconds": 600},
+                      sale_windows=[{"name": "public", "starts_at": opens.isoformat().replace("+00:00", "Z")}])
+    event_id = str(create_event(http, cluster, body)["id"])
+    tag = uuid.uuid4().hex[:8]
+    early = [f"early-{tag}-{n:02d}" for n in range(30)]
+    for user in early:
+        assert join(http, cluster, event_id, user) == {"status": "waiting", "position": None, "eta_seconds": None}
+    assert join(http, cluster, event_id, early[0])["position"] is None  # joining again changes nothing
+    time.sleep(max(0.0, (opens - datetime.now(UTC)).total_seconds()) + 0.3)
+
+    answers = {user: poll(http, cluster, event_id, user) for user in early}
+    late = join(http, cluster, event_id, f"late-{tag}")
+    admitted = {user for user, answer in answers.items() if answer["status"] == "admitted"}
+    waiting = sorted((answer["position"], user) for user, answer in answers.items() if answer["status"] == "waiting")
+    assert len(admitted) + len(waiting) == len(early) and 1 <= len(admitted) <= 3
+    assert late["status"] == "waiting" and late["position"] > waiting[-1][0]  # later joins queue behind
+
+    state = cluster.state()
+    seed = redis.Redis.from_url(str(state["redis_url"])).hget(f"ticketing:queue:{{{event_id}}}:meta", "shuffle_seed")
+    assert seed is not None
+    by_digest = {user_digest(user): user for user in early}
+    expected = [by_digest[digest] for digest in opening_order(list(by_digest), int(seed))]
+    assert set(expected[:len(admitted)]) == admitted
+    assert [user for _, user in waiting] == expected[len(admitted):]
+    assert expected != early  # a shuffle, not the join order (1 chance in 30! otherwise)
+
+
+def test_a_thousand_joins_at_once_get_each_position_exactly_once(http: httpx.Client,
+                                                                 cluster: RunningCluster) -> None:
+    event_id = queued_event(http, cluster, admit_per_second=1)
+    tag = uuid.uuid4().hex[:8]
+    users = [f"burst-{tag}-{n:04d}" for n in range(1000)]
+    responses = asyncio.run(race(cluster, [(user, "POST", f"/v1/events/{event_id}/queue", None, {})
+                                           for user in users], concurrency=200))
+    failed = [(response.status_code, response.text[:200]) for response in responses if response.status_code != 200]
+    assert not failed, failed[:3]
+    answers = [response.json() for response in responses]
+    admitted = [answer for answer in answers if answer["status"] == "admitted"]
+    assert 1 <= len(admitted) <= 5 and all(answer["status"] in ("admitted", "waiting") for answer in answers)
+    # In Redis: tickets 1..1000 each given once, and each user is in exactly one place: in the line,
+    # admitted, or dropped for not polling (these users never poll; TICKETING_QUEUE_IDLE_S=3).
+    import redis
+
+    from router.waiting_room import user_digest
+
+    client = redis.Redis.from_url(str(cluster.state()["redis_url"]))
+    tag = f"ticketing:queue:{{{event_id}}}"
+    line = dict(client.zrange(f"{tag}:line", 0, -1, withscores=True))
+    in_line = {member.decode() for member in line}
+    admitted_now = {member.decode() for member in client.zrange(f"{tag}:admitted", 0, -1)}
+    dropped = {member.decode() for member in client.zrange(f"{tag}:expired", 0, -1)}
+    assert not in_line & admitted_now and not in_line & dropped and not admitted_now & dropped
+    assert in_line | admitted_now | dropped == {user_digest(user) for user in users}
+    assert int(client.hget(f"{tag}:meta", "seq") or 0) == 1000
+    assert len(set(line.values())) == len(line)  # no two waiting users share a ticket
