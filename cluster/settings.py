@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     # queue_waiting_max users (a join beyond: 429); its keys expire queue_key_ttl_s after the last
     # step. Each worker keeps an event's queue settings queue_settings_cache_s (so enabling or
     # disabling queue mode reaches every worker within that), for at most
-    # queue_settings_cache_entries_max events, and its stock (available, held) queue_stock_cache_s.
+    # queue_settings_cache_entries_max events.
     # The admitter keeps at most queue_admit_stock_factor x the available tickets admitted and
     # not yet used for a hold (above 1: some admitted buyers do not buy).
     queue_idle_s: float = Field(30.0, gt=0)
@@ -114,8 +114,13 @@ class Settings(BaseSettings):
     queue_key_ttl_s: float = Field(86_400.0, gt=0)
     queue_settings_cache_s: float = Field(1.0, ge=0, le=60)
     queue_settings_cache_entries_max: int = Field(10_000, ge=1)
-    queue_stock_cache_s: float = Field(0.5, ge=0, le=10)
     queue_admit_stock_factor: float = Field(1.0, gt=0, le=100)
+
+    # Public reads (availability, seat maps) are answered from a per-worker snapshot at most this
+    # old (router/snapshots.py; `as_of` says when it was read), for at most this many queries.
+    # The waiting room's admitter reads the stock from the same snapshots.
+    read_snapshot_s: float = Field(0.5, ge=0, le=5)
+    read_snapshot_entries_max: int = Field(10_000, ge=1)
 
     # Live seat-map streams (router/seat_stream.py, docs/browse-and-stream.md). One feed per
     # (worker, event) polls the shard; a change reaches the client at most one interval late.

@@ -65,6 +65,13 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
             (rate("ticketing_checkins_total", "result"), "check-in {{result}} (actor)"),
             (rate("ticketing_http_checkins_total", "result"), "check-in {{result}} (router)")], "ops"),
     ]),
+    ("Public reads", [
+        panel("Availability and seat-map reads by source", [
+            (rate("ticketing_read_snapshots_total", "source"), "{{source}}")], "ops"),
+        panel("Snapshot hit ratio", [
+            ('sum(rate(ticketing_read_snapshots_total{source!="shard"}[1m]))'
+             " / sum(rate(ticketing_read_snapshots_total[1m]))", "answered without the shard")], "percentunit"),
+    ]),
     ("Waiting room", [
         panel("Joins and polls by answer", [(rate("ticketing_queue_steps_total", "kind, status"),
                                              "{{kind}} {{status}}")], "ops"),

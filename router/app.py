@@ -35,6 +35,7 @@ from router.runtime import Runtime
 from router.seat_stream import lifespan as seat_streams_lifespan
 from router.seat_stream import router as seat_stream_router
 from router.shard_client import ShardClient
+from router.snapshots import ReadSnapshots
 from router.tickets.ticket_codes import TicketCodes
 from router.waiting_room import WaitingRoom
 
@@ -103,7 +104,7 @@ def create_app(settings: Settings | None = None) -> TicketingApp:
     app.state.rate_limiter = RateLimiter(runtime, settings)
     app.state.waiting_room = WaitingRoom(runtime, settings)
     app.state.queue_settings = EventCache(settings.queue_settings_cache_s, settings.queue_settings_cache_entries_max)
-    app.state.queue_stock = EventCache(settings.queue_stock_cache_s, settings.queue_settings_cache_entries_max)
+    app.state.read_snapshots = ReadSnapshots(settings.read_snapshot_s, settings.read_snapshot_entries_max)
     install_error_handlers(app, settings.retry_after_s)
     hot_routes = HotRoutes([*HOLD_HOT_ROUTES, *EVENT_HOT_ROUTES, *QUEUE_HOT_ROUTES])
     install_openapi(app, hot_routes)

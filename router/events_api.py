@@ -22,10 +22,11 @@ from actors.protocol import (
 )
 from router.auth import ANY_ROLE, ORGANIZERS, authorize
 from router.deps import call_shard, client_of, parse_body, settings_of
-from router.edge import HotReply, HotRequest, HotRoute
+from router.edge import HotReply, HotRequest, HotRoute, Incoming
 from router.jsonbody import JSONBody
 from router.problems import PROBLEM, ApiError
 from router.schemas import EventCreate, EventPatch, Identifier
+from router.snapshots import ReadSnapshots
 from router.views import availability_body, expect, seat_map_body
 
 router = APIRouter(tags=["events"])
@@ -84,13 +85,25 @@ async def patch_event(request: Request, event_id: UUID) -> JSONBody:
     return JSONBody(_event_body(updated))
 
 
+async def availability_snapshot(request: Incoming, event_id: UUID) -> tuple[AvailabilityView, float]:
+    """The event's availability and when it was read: this worker's snapshot (router/snapshots.py)
+    or, when it is older than `read_snapshot_s`, a fresh read of the shard actor's memory."""
+
+    async def read() -> AvailabilityView:
+        shard_id = client_of(request).shard_map.shard_of(event_id)
+        reply = await call_shard(request, shard_id, GetAvailability(event_id), read=True)
+        view: AvailabilityView = expect(reply, AvailabilityView, "EVENT_NOT_FOUND", settings_of(request).retry_after_s)
+        return view
+
+    snapshots: ReadSnapshots = request.app.state.read_snapshots
+    view, as_of_s = await snapshots.get(("availability", event_id), read)
+    return view, as_of_s
+
+
 async def availability(request: HotRequest) -> HotReply:
-    """What is left, per section: public, read from the shard actor's memory (a hot route)."""
-    event_id = request.path_params["event_id"]
-    shard_id = client_of(request).shard_map.shard_of(event_id)
-    reply = await call_shard(request, shard_id, GetAvailability(event_id), read=True)
-    view = expect(reply, AvailabilityView, "EVENT_NOT_FOUND", settings_of(request).retry_after_s)
-    return HotReply(200, availability_body(view))
+    """What is left, per section: public, from a snapshot at most `read_snapshot_s` old (a hot route)."""
+    view, as_of_s = await availability_snapshot(request, request.path_params["event_id"])
+    return HotReply(200, availability_body(view, as_of_s))
 
 
 _SECTION = TypeAdapter(Identifier)
@@ -113,12 +126,19 @@ def _section_query(query_string: bytes) -> str | None:
 
 
 async def seats(request: HotRequest) -> HotReply:
-    """The seat map, one string per row: public, from the shard actor's memory (a hot route)."""
+    """The seat map, one string per row: public, from a snapshot at most `read_snapshot_s` old (a
+    hot route)."""
     event_id = request.path_params["event_id"]
     section = _section_query(request.query_string)
-    shard_id = client_of(request).shard_map.shard_of(event_id)
-    reply = await call_shard(request, shard_id, GetSeatMap(event_id, section), read=True)
-    view = expect(reply, SeatMapView, "EVENT_NOT_FOUND", settings_of(request).retry_after_s)
+
+    async def read() -> SeatMapView:
+        shard_id = client_of(request).shard_map.shard_of(event_id)
+        reply = await call_shard(request, shard_id, GetSeatMap(event_id, section), read=True)
+        seat_map: SeatMapView = expect(reply, SeatMapView, "EVENT_NOT_FOUND", settings_of(request).retry_after_s)
+        return seat_map
+
+    snapshots: ReadSnapshots = request.app.state.read_snapshots
+    view, _ = await snapshots.get(("seats", event_id, section), read)
     if section is not None and not view.sections:
         raise ApiError(422, "VALIDATION_ERROR", f"event has no seated section {section!r}")
     return HotReply(200, seat_map_body(view))

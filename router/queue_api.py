@@ -8,10 +8,11 @@ from typing import Any
 from uuid import UUID
 
 from actors.event_bodies import parse_time
-from actors.protocol import AvailabilityView, EventDocument, GetAvailability, GetEvent
+from actors.protocol import EventDocument, GetEvent
 from router.auth import BUYERS, authorize
 from router.deps import call_shard, client_of, settings_of
 from router.edge import HotReply, HotRequest, HotRoute
+from router.events_api import availability_snapshot
 from router.problems import ApiError
 from router.views import expect, iso
 from router.waiting_room import QueueStep, WaitingRoom
@@ -20,7 +21,7 @@ from router.waiting_room import QueueStep, WaitingRoom
 class EventCache:
     """Per event, something read from its shard, kept `ttl_s` per worker (at most `entries_max`
     events; emptied when full): every poll must not cost a shard read. One for each event's
-    `queue` settings, one for its stock (available, held)."""
+    `queue` settings."""
 
     def __init__(self, ttl_s: float, entries_max: int) -> None:
         self.ttl_s = ttl_s
@@ -59,16 +60,9 @@ def _opens_at_s(windows: list[dict[str, Any]]) -> float:
 
 
 async def _stock(request: HotRequest, event_id: UUID) -> tuple[int, int]:
-    """(available, held) tickets of the event, over its sections."""
-    cache: EventCache = request.app.state.queue_stock
-    stock: tuple[int, int] | None = cache.get(event_id)
-    if stock is None:
-        shard_id = client_of(request).shard_map.shard_of(event_id)
-        reply = await call_shard(request, shard_id, GetAvailability(event_id), read=True)
-        view = expect(reply, AvailabilityView, "EVENT_NOT_FOUND", settings_of(request).retry_after_s)
-        stock = (sum(section.available for section in view.sections), sum(section.held for section in view.sections))
-        cache.put(event_id, stock)
-    return stock
+    """(available, held) tickets of the event over its sections, from the availability snapshot."""
+    view, _ = await availability_snapshot(request, event_id)
+    return sum(section.available for section in view.sections), sum(section.held for section in view.sections)
 
 
 async def _answer(request: HotRequest, *, join: bool) -> HotReply:

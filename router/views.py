@@ -95,14 +95,15 @@ def hold_body(hold: HoldView) -> dict[str, Any]:
     return body
 
 
-def availability_body(view: AvailabilityView) -> dict[str, Any]:
+def availability_body(view: AvailabilityView, as_of_s: float | None = None) -> dict[str, Any]:
+    """`as_of_s`: when the data was read (a snapshot's time); now when not given."""
     sections = [
         {"id": s.section_id, "kind": s.kind, "capacity": s.capacity, "available": s.available, "held": s.held,
          "sold": s.sold, "blocked": s.blocked, "price_cents": s.price_cents}
         for s in view.sections
     ]
     return {"event_id": str(view.event_id), "total_available": sum(s["available"] for s in sections),
-            "as_of": now_iso(), "currency": view.currency, "sections": sections}
+            "as_of": now_iso() if as_of_s is None else iso(as_of_s), "currency": view.currency, "sections": sections}
 
 
 def seat_map_body(view: SeatMapView) -> dict[str, Any]:

@@ -21,7 +21,7 @@ Redis not answering is 503 with Retry-After: without the line nobody can be admi
 
 Stock-aware: the admitter never has more admissions outstanding (admitted, not yet used for a
 hold: `holds_api` marks them used) than `queue_admit_stock_factor` × the event's available
-tickets, read from its shard and cached `queue_stock_cache_s` per worker (an admission used less
+tickets, from the worker's availability snapshot (router/snapshots.py, `read_snapshot_s`; an admission used less
 than that long ago still counts, since the cached stock may not show its hold yet); with nothing available
 and nothing held the event is sold out, and every waiting user reads `"status": "sold_out"` (keeping
 the place: released or expired holds make tickets available again, and admission resumes in order).
@@ -121,7 +121,7 @@ class WaitingRoom:
         arguments: list[str | int] = [int(time.time() * 1000), user_digest(user_id), 1 if join else 0, admit_per_second,
                      max(1, math.floor(admit_per_second * settings.queue_burst_s)), int(settings.queue_idle_s * 1000),
                      token_seconds * 1000, settings.queue_scan_max, settings.queue_waiting_max,
-                     int(settings.queue_key_ttl_s * 1000), cap, int(settings.queue_stock_cache_s * 1000) + 100,
+                     int(settings.queue_key_ttl_s * 1000), cap, int(settings.read_snapshot_s * 1000) + 100,
                      int(opens_at_s * 1000), secrets.randbelow(PARK_MILLER_MODULUS - 1) + 1]
         try:
             status, value, admitted_now, dropped_now, line_length, shuffled_now = await script(keys, arguments)

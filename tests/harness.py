@@ -37,6 +37,10 @@ TEST_ENVIRONMENT = {
     "TICKETING_RATE_LIMIT_USER_BURST": "40",
     # The waiting-room test shows a user who stops polling losing the place in seconds, not 30.
     "TICKETING_QUEUE_IDLE_S": "3",
+    # Suites read availability and seat maps right after writing and expect to see the write;
+    # the snapshots that deployments serve them from are tested on their own
+    # (tests/unit/test_snapshots.py).
+    "TICKETING_READ_SNAPSHOT_S": "0",
 }
 
 

@@ -232,3 +232,34 @@ def test_a_thousand_joins_at_once_get_each_position_exactly_once(http: httpx.Cli
     assert in_line | admitted_now | dropped == {user_digest(user) for user in users}
     assert int(client.hget(f"{tag}:meta", "seq") or 0) == 1000
     assert len(set(line.values())) == len(line)  # no two waiting users share a ticket
+
+
+def test_queue_mode_switches_without_stranding_anyone(http: httpx.Client, cluster: RunningCluster) -> None:
+    """Turning queue mode off lets buyers hold without a token; turning it on again requires one;
+    holds made meanwhile stay valid either way."""
+    event_id = queued_event(http, cluster, admit_per_second=100)
+    tag = uuid.uuid4().hex[:8]
+    first, second, third = (f"switch-{tag}-{n}" for n in range(3))
+    token = join(http, cluster, event_id, first)["token"]
+    held_first = hold_with(http, cluster, event_id, first, token)
+    assert held_first.status_code == 201, held_first.text
+
+    def patch(enabled: bool) -> None:
+        response = http.patch(f"/v1/events/{event_id}", headers=cluster.headers("organizer-1", "organizer"),
+                              json={"queue": {"enabled": enabled, "admit_per_second": 100, "token_seconds": 600}})
+        assert response.status_code == 200, response.text
+        time.sleep(1.2)  # past the workers' queue-settings cache (queue_settings_cache_s)
+
+    patch(False)
+    held_second = hold_with(http, cluster, event_id, second, None)
+    assert held_second.status_code == 201, held_second.text
+    problem(http.post(f"/v1/events/{event_id}/queue", headers=cluster.headers(third)), 409, "QUEUE_NOT_ENABLED")
+
+    patch(True)
+    problem(hold_with(http, cluster, event_id, third, None), 403, "QUEUE_TOKEN_REQUIRED")
+    admitted = join(http, cluster, event_id, third)
+    assert admitted["status"] == "admitted"
+    assert hold_with(http, cluster, event_id, third, admitted["token"]).status_code == 201
+    for user, response in ((first, held_first), (second, held_second)):
+        hold = http.get(f"/v1/holds/{response.json()['id']}", headers=cluster.headers(user))
+        assert hold.status_code == 200 and hold.json()["status"] == "held", hold.text
