@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cluster.settings import Settings
 from loadtest.baselines.schema import GA_SECTION, SEATED_SECTION, EventLayout
 from loadtest.wrk.driver import LoadResult, PidGroups, cpu_meter, start_wrk, write_lines
 
@@ -234,7 +235,10 @@ def rate_limit_environment(mode: str) -> dict[str, str]:
 def product_cluster(options: Options, work: Path, report: Report) -> Iterator[Any]:
     from tests.harness import down, start_cluster
 
+    # The test harness turns read snapshots off (its suites read their own writes); a deployment
+    # has them on, and so does the product measured here.
     environment = {"TICKETING_ACCESS_LOG": "false", "TICKETING_ROUTER_WORKERS": str(options.workers),
+                   "TICKETING_READ_SNAPSHOT_S": str(Settings.model_fields["read_snapshot_s"].default),
                    **rate_limit_environment(options.rate_limits)}
     report.product_settings = environment
     data_dir = work / "product"
@@ -492,8 +496,6 @@ def options_from(args: argparse.Namespace) -> Options:
 
 
 def main() -> None:
-    from cluster.settings import Settings
-
     defaults = Settings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 s runs, fewer variants: under 3 minutes")

@@ -25,6 +25,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from cluster.settings import Settings
+
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 REPORT_DIR_DEFAULT = Path(__file__).resolve().parent / "reports"
 # Locust's own start-up and the final statistics come on top of the run time.
@@ -33,6 +35,9 @@ LOCUST_OVERHEAD_S = 60.0
 # simulated buyer is a distinct user, so the per-user bucket stays as deployed, but they all share
 # 127.0.0.1, whose bucket (2,000/s, burst 4,000) would otherwise limit the whole crowd at once.
 LOADTEST_ENVIRONMENT = {
+    # The test harness turns read snapshots off (its suites read their own writes); a deployment has
+    # them on, and a load test should see what a deployment does.
+    "TICKETING_READ_SNAPSHOT_S": str(Settings.model_fields["read_snapshot_s"].default),
     "TICKETING_RATE_LIMIT_ADDRESS_PER_S": "1000000",
     "TICKETING_RATE_LIMIT_ADDRESS_BURST": "1000000",
     "TICKETING_ACCESS_LOG": "false",
