@@ -85,7 +85,7 @@ def wait_for_data(url: str) -> None:
             if all(query(url, f"count({name})").get("data", {}).get("result") for name in MUST_HAVE_DATA):
                 time.sleep(2)  # a few more scrapes, so rate() over [1m] has two points
                 return
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError):  # not listening yet, or "Service Unavailable" while it starts
             pass
         time.sleep(1)
     raise AssertionError("Prometheus never scraped the core series from the cluster")
