@@ -74,7 +74,12 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
     ]),
     ("Waiting room", [
         panel("Joins and polls by answer", [(rate("ticketing_queue_steps_total", "kind, status"),
-                                             "{{kind}} {{status}}")], "ops"),
+                                             "{{kind}} {{status}}"),
+                                            ("sum(rate(ticketing_queue_sold_out_answers_total[1m]))",
+                                             "told sold out")], "ops"),
+        panel("Line length seen by joins and polls", [
+            (quantile(0.5, "ticketing_queue_line_length"), "p50"),
+            (quantile(0.99, "ticketing_queue_line_length"), "p99")]),
         panel("Admitted, dropped for not polling, admissions used", [
             ("sum(rate(ticketing_queue_admitted_total[1m]))", "admitted/s"),
             ("sum(rate(ticketing_queue_dropped_total[1m]))", "dropped/s"),

@@ -7,6 +7,8 @@ import time
 from typing import Any
 from uuid import UUID
 
+from prometheus_client import Counter
+
 from actors.event_bodies import parse_time
 from actors.protocol import EventDocument, GetEvent
 from router.auth import BUYERS, authorize
@@ -16,6 +18,9 @@ from router.events_api import availability_snapshot
 from router.problems import ApiError
 from router.views import expect, iso
 from router.waiting_room import QueueStep, WaitingRoom
+
+SOLD_OUT_ANSWERS = Counter("ticketing_queue_sold_out_answers_total",
+                           "Waiting users told the event is sold out (they keep their place).")
 
 
 class EventCache:
@@ -78,6 +83,7 @@ async def _answer(request: HotRequest, *, join: bool) -> HotReply:
     step = await room.step(event_id, principal.user_id, join=join, admit_per_second=rate, token_seconds=token_seconds,
                            cap=cap, opens_at_s=queue["opens_at_s"])
     if step.status == "waiting" and available == 0 and held == 0:
+        SOLD_OUT_ANSWERS.inc()
         return HotReply(200, {"status": "sold_out"})  # the place is kept: returns reopen admission
     return HotReply(200, _body(request, step, principal.user_id, event_id, rate, token_seconds))
 

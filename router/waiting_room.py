@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
@@ -62,6 +62,8 @@ KEY_PREFIX = "ticketing:queue"
 
 STEPS = Counter("ticketing_queue_steps_total", "Waiting-room joins and polls by answer.", ["kind", "status"])
 ADMITTED = Counter("ticketing_queue_admitted_total", "Users the waiting room admitted.")
+LINE_LENGTH = Histogram("ticketing_queue_line_length", "Users waiting in the line, as each join or poll saw it.",
+                        buckets=(10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000))
 DROPPED = Counter("ticketing_queue_dropped_total", "Waiting users dropped for not polling.")
 SHUFFLED = Counter("ticketing_queue_shuffled_total", "Early joiners placed in random order at a sale's opening.")
 SPENT = Counter("ticketing_queue_admissions_used_total",
@@ -129,6 +131,7 @@ class WaitingRoom:
             raise _unavailable(f"waiting room: {type(error).__name__}: {error}", retry_after_s) from None
         status = status.decode() if isinstance(status, bytes) else str(status)
         STEPS.labels("join" if join else "poll", status).inc()
+        LINE_LENGTH.observe(int(line_length))
         if admitted_now:
             ADMITTED.inc(int(admitted_now))
         if dropped_now:

@@ -38,6 +38,7 @@ pytestmark = pytest.mark.e2e
 
 FUZZ_EXAMPLES = int(os.environ.get("TICKETING_FUZZ_EXAMPLES", "100"))
 ROLES = ("buyer", "organizer", "validator", "admin")
+FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "host", "connection"})
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
 CALL_TIMEOUT_S = 30
@@ -88,6 +89,11 @@ def test_operation_never_fails_and_conforms(schema: Any, cluster: RunningCluster
               phases=[Phase.generate, Phase.shrink], print_blob=True)
     @given(case=st.one_of(strategies))
     def fuzz(case: Any) -> None:
+        # Message framing is the HTTP layer's, not the API's: a garbage Content-Length makes the
+        # server's parser answer 400 before any application code runs (seen: `content-length:
+        # ,4&gJF…`). The client library frames each request itself.
+        for name in [name for name in case.headers or {} if name.lower() in FRAMING_HEADERS]:
+            del case.headers[name]
         response = case.call(base_url=cluster.base_url, headers=_headers(cluster, role, method),
                              timeout=CALL_TIMEOUT_S)
         statuses[response.status_code] += 1

@@ -167,6 +167,9 @@ def test_admission_follows_the_stock_and_sold_out_keeps_the_place(http: httpx.Cl
             break
         time.sleep(0.2)
     assert [poll(http, cluster, event_id, user)["status"] for user in users[6:]] == ["sold_out"] * 2
+    told = [line for line in http.get("/metrics").text.splitlines()
+            if line.startswith("ticketing_queue_sold_out_answers_total ")]
+    assert told and float(told[0].split()[1]) >= 2  # SREs see the sell-out reach the line
 
 
 def test_who_joins_before_the_opening_is_shuffled_ahead_of_later_joins(http: httpx.Client,

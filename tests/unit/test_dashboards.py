@@ -21,7 +21,7 @@ METRIC = re.compile(r"\bticketing_[a-z0-9_]+")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 ROUTER_MODULES = ("router.http_metrics", "router.edge", "router.shard_client", "router.checkout", "router.orders_api",
                   "router.checkins_api", "router.resolver", "router.ratelimit", "router.browse",
-                  "router.seat_stream", "router.waiting_room", "router.snapshots")
+                  "router.seat_stream", "router.waiting_room", "router.snapshots", "router.queue_api")
 
 
 def declared_metrics() -> set[str]:
