@@ -233,7 +233,7 @@ def rate_limit_environment(mode: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def product_cluster(options: Options, work: Path, report: Report) -> Iterator[Any]:
-    from tests.harness import down, start_cluster
+    from tests.harness import cluster_for_measuring
 
     # The test harness turns read snapshots off (its suites read their own writes); a deployment
     # has them on, and so does the product measured here.
@@ -241,14 +241,8 @@ def product_cluster(options: Options, work: Path, report: Report) -> Iterator[An
                    "TICKETING_READ_SNAPSHOT_S": str(Settings.model_fields["read_snapshot_s"].default),
                    **rate_limit_environment(options.rate_limits)}
     report.product_settings = environment
-    data_dir = work / "product"
-    cluster = start_cluster(data_dir, environment=environment)
-    try:
-        print(f"# product: cluster ready in {cluster.wait_ready():.1f} s", flush=True)
+    with cluster_for_measuring(work / "product", environment, "product: cluster") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        down(data_dir)
 
 
 def product_event(cluster: Any, layout: EventLayout, organizer_token: str) -> str:

@@ -229,7 +229,7 @@ def create_event(base_url: str, organizer_token: str) -> str:
 
 @contextlib.contextmanager
 def running_cluster(data_dir: str | None) -> Any:
-    from tests.harness import RunningCluster, down, start_cluster
+    from tests.harness import RunningCluster, cluster_for_measuring
 
     if data_dir is not None:
         path = Path(data_dir)
@@ -237,14 +237,9 @@ def running_cluster(data_dir: str | None) -> Any:
                                        .rsplit(":", 1)[1]), None, path / "up.log")  # type: ignore[arg-type]
         return
     with tempfile.TemporaryDirectory(prefix="tkt-http-bench-") as temp:
-        path = Path(temp) / "data"
-        cluster = start_cluster(path, environment={"TICKETING_ACCESS_LOG": "false", "TICKETING_ROUTER_WORKERS": "2"})
-        try:
-            print(f"# cluster ready in {cluster.wait_ready():.1f} s", flush=True)
+        environment = {"TICKETING_ACCESS_LOG": "false", "TICKETING_ROUTER_WORKERS": "2"}
+        with cluster_for_measuring(Path(temp) / "data", environment) as cluster:
             yield cluster
-        finally:
-            cluster.stop()
-            down(path)
 
 
 def main() -> None:

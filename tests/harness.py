@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,3 +140,17 @@ def deployment_processes(data_dir: Path, ray_temp_dir: str | None) -> list[str]:
         if any(needle in cmdline for needle in needles):
             found.append(f"{process.pid}: {cmdline[:200]}")
     return found
+
+
+@contextlib.contextmanager
+def cluster_for_measuring(data_dir: Path, environment: dict[str, str],
+                          label: str = "cluster") -> Iterator[RunningCluster]:
+    """A cluster started in `data_dir` for a benchmark: ready when entered (the time printed),
+    stopped and cleaned up when left."""
+    cluster = start_cluster(data_dir, environment=environment)
+    try:
+        print(f"# {label} ready in {cluster.wait_ready():.1f} s", flush=True)
+        yield cluster
+    finally:
+        cluster.stop()
+        down(data_dir)

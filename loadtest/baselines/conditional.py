@@ -28,9 +28,9 @@ from typing import Any
 
 import asyncpg
 
-from loadtest.baselines.asgi import BaselineConfig, HoldRequest, HoldsApp, Refusal, hold_body
+from loadtest.baselines.asgi import HoldRequest, HoldsApp, hold_body
 from loadtest.baselines.schema import HOLD_SECONDS
-from loadtest.baselines.storage import POOL_ACQUIRE_TIMEOUT_S, open_pool, replay, section_refusal
+from loadtest.baselines.storage import PooledStore, replay, section_refusal
 
 HOLD_GENERAL_ADMISSION = """
 WITH pool AS (
@@ -69,22 +69,9 @@ def _arguments(request: HoldRequest) -> tuple[Any, ...]:
             request.expires_at, request.idempotency_key)
 
 
-class ConditionalStore:
-    def __init__(self, config: BaselineConfig) -> None:
-        self.config = config
-        self.pool: asyncpg.Pool | None = None
-
-    async def start(self) -> None:
-        self.pool = await open_pool(self.config.dsn, self.config.pool_size)
-
-    async def stop(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
-
+class ConditionalStore(PooledStore):
     async def hold(self, request: HoldRequest) -> dict[str, Any]:
-        if self.pool is None:
-            raise Refusal(503, "SHARD_UNAVAILABLE", "not started")
-        async with self.pool.acquire(timeout=POOL_ACQUIRE_TIMEOUT_S) as connection:
+        async with self.connection() as connection:
             try:
                 if request.best_available:
                     seats = await connection.fetch(HOLD_BEST_AVAILABLE, *_arguments(request))

@@ -28,30 +28,20 @@ from typing import Any
 
 import asyncpg
 
-from loadtest.baselines.asgi import BaselineConfig, HoldRequest, HoldsApp, Refusal, hold_body
+from loadtest.baselines.asgi import BaselineConfig, HoldRequest, HoldsApp, hold_body
 from loadtest.baselines.schema import HOLD_SECONDS
-from loadtest.baselines.storage import INSERT_HOLD, POOL_ACQUIRE_TIMEOUT_S, hold_row, open_pool, replay, section_refusal
+from loadtest.baselines.storage import INSERT_HOLD, PooledStore, hold_row, replay, section_refusal
 
 UNSAFE_WINDOW_S = 0.005
 
 
-class RowLockStore:
+class RowLockStore(PooledStore):
     def __init__(self, config: BaselineConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self.lock = "" if config.unsafe else " FOR UPDATE"
-        self.pool: asyncpg.Pool | None = None
-
-    async def start(self) -> None:
-        self.pool = await open_pool(self.config.dsn, self.config.pool_size)
-
-    async def stop(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
 
     async def hold(self, request: HoldRequest) -> dict[str, Any]:
-        if self.pool is None:
-            raise Refusal(503, "SHARD_UNAVAILABLE", "not started")
-        async with self.pool.acquire(timeout=POOL_ACQUIRE_TIMEOUT_S) as connection:
+        async with self.connection() as connection:
             try:
                 async with connection.transaction():
                     if request.best_available:

@@ -8,11 +8,13 @@ worker, opened at start-up so that no connection is made during a measurement.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 
-from loadtest.baselines.asgi import HoldRequest, Refusal, hold_body
+from loadtest.baselines.asgi import BaselineConfig, HoldRequest, Refusal, hold_body
 
 DB_CALL_TIMEOUT_S = 3.0
 POOL_ACQUIRE_TIMEOUT_S = 3.0
@@ -73,3 +75,26 @@ async def section_refusal(connection: asyncpg.Connection, request: HoldRequest) 
         return Refusal(404, "EVENT_NOT_FOUND", "no such event or section")
     return Refusal(409, "INSUFFICIENT_INVENTORY", "not enough left", available=int(available))
 
+
+
+class PooledStore:
+    """What every database baseline does around its hold: an asyncpg pool of the configured size,
+    opened at start-up, and a connection per hold within `POOL_ACQUIRE_TIMEOUT_S`."""
+
+    def __init__(self, config: BaselineConfig) -> None:
+        self.config = config
+        self.pool: asyncpg.Pool | None = None
+
+    async def start(self) -> None:
+        self.pool = await open_pool(self.config.dsn, self.config.pool_size)
+
+    async def stop(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        if self.pool is None:
+            raise Refusal(503, "SHARD_UNAVAILABLE", "not started")
+        async with self.pool.acquire(timeout=POOL_ACQUIRE_TIMEOUT_S) as connection:
+            yield connection
