@@ -26,12 +26,14 @@ recovery rebuilds from Postgres.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import socket
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -41,15 +43,19 @@ from actors.committer import CommitFailed, Entry, GroupCommitter
 from actors.ended_holds import answer_ended_holds
 from actors.inventory import ShardInventory
 from actors.inventory.changes import IdempotencyRecorded
+from actors.inventory.pricing import Demand, DemandRule
 from actors.inventory.results import Outcome
 from actors.isolation import ApplyCrashed, PoisonIsolation
 from actors.protocol import ShellOutcome, Unavailable, core_command
 from actors.reads import answer_query
 from actors.recording import record_outcomes
 from actors.restore import load_keys, restore_shard
+from actors.seat_feed import SeatFeedPublisher
 from actors.shard_metrics import ShardMetrics
 from actors.wire import decode_requests, encode_replies
+from cluster.logs import configure_logging
 from cluster.native import CORE_STATUS
+from cluster.queue_keys import waiting_keys
 from cluster.settings import ShardBounds
 from shards.lookup import DurableLookup, LookupFailed, PurgeInterrupted
 from shards.store import DATABASE_ERRORS, PostgresShardStore, ShardStore, StoreBounds, StoreFactory
@@ -79,17 +85,26 @@ class ShardConfig:
     # their idempotency keys; a refused value failing its whole batch (no poison isolation).
     idempotency: bool = True
     isolation: bool = True
+    # Where committed seat changes are published for the live seat maps (actors/seat_feed.py);
+    # empty: not published (isolated shards of tests and benchmarks). Last, so that the positional
+    # fields above keep their places (loadtest/isolated.py passes them so).
+    redis_url: str = ""
 
 
 class ShardActor:
     """Ray actor class (made remote by `cluster.raycluster`, so it stays importable without Ray)."""
 
+    # Wall-clock time of the last group commit (`health`, `ticketing status`); None before the first.
+    last_commit_at: float | None = None
+
     def __init__(self, config: ShardConfig) -> None:
         self.config = config
         self.bounds = config.bounds
         self.started_at = time.time()
+        configure_logging(config.bounds.log_level)  # JSON lines in Ray's worker log, like every process
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self.metrics = ShardMetrics(config.shard_id)
+        self.metrics.watch_stock(self._stock, config.bounds.metrics_sections_max)
         self.rules = ApplyRules(config.shard_id, frozenset(config.slots), config.bounds.event_seats_max,
                                 config.idempotency)
         self.state = ShardState(ShardInventory(config.bounds.inventory_limits()))
@@ -101,6 +116,7 @@ class ShardActor:
             batch_commands_max=bounds.commit_batch_commands_max, batch_wait_ms_max=bounds.commit_wait_ms_max,
             on_failure=self._on_commit_failure, on_commit=self._on_commit,
             on_poison=self._isolate_poison if config.isolation else None)
+        self.seat_feed = SeatFeedPublisher(config.redis_url, bounds, self.metrics, self._layout_of)
         self.isolation = PoisonIsolation(config.shard_id, self.metrics, probe=self._probe,
                                          rebuild=self._recover_until_done, apply=self._apply_after_rebuild,
                                          commit=self._commit)
@@ -111,6 +127,7 @@ class ShardActor:
         # Set while the shard serves: cleared by a pause (rebuild, isolation), awaited by calls.
         self._ready = asyncio.Event()
         self._timers: list[asyncio.Task[None]] = []  # held so the tasks are not collected
+        self._pricing_redis: Any = None  # made on the first pricing round with dynamic sections
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     # --- start, recovery, rebuild -----------------------------------------------------------------
@@ -138,8 +155,10 @@ class ShardActor:
             os._exit(75)
         self.lookup = self.store.lookup(self._event_layout)
         self.committer.start()
+        self.seat_feed.start()
         loop = asyncio.get_running_loop()
-        self._timers = [loop.create_task(self._expire_loop()), loop.create_task(self._purge_loop())]
+        self._timers = [loop.create_task(self._expire_loop()), loop.create_task(self._purge_loop()),
+                        loop.create_task(self._pricing_loop())]
         self._ready.set()
 
     async def _recover(self) -> None:
@@ -158,6 +177,7 @@ class ShardActor:
         metrics.events.set(len(state.catalog))
         metrics.events_quarantined.set(len(state.quarantined))
         metrics.active_holds.set(state.inventory.live_hold_count())
+        self.seat_feed.recovered(list(state.inventory.events), state.epoch)
         log.info("shard %s recovered %d events at epoch %d in %.3f s", self.config.shard_id, len(state.catalog),
                  state.epoch, elapsed)
 
@@ -341,9 +361,13 @@ class ShardActor:
         return True
 
     async def _commit(self, changes: list[Any]) -> None:
-        await self.store.commit(changes, self.state.epoch)
+        """Every commit, group commits and poison isolation's alike: then its seat changes are published."""
+        epoch = self.state.epoch
+        await self.store.commit(changes, epoch)
+        self.seat_feed.committed(changes, epoch, time.time())
 
     def _on_commit(self, calls: int, commands: int, elapsed_s: float) -> None:
+        self.last_commit_at = time.time()
         self.metrics.commits.inc()
         self.metrics.commit_seconds.observe(elapsed_s)
         self.metrics.commit_commands.observe(commands)
@@ -370,6 +394,76 @@ class ShardActor:
             except CommitFailed:
                 continue  # the actor rebuilds; the holds are still due and expire after it
             self.metrics.holds.labels(self.metrics.shard, "expired").inc(len(outcomes))
+
+    async def _pricing_loop(self) -> None:
+        """Every `pricing_interval_s`: move each dynamic section's price one bounded step toward its
+        demand target (actors/inventory/pricing.py), through the ordinary command path and group
+        commit, so a price a buyer sees is committed and audited. No dynamic section moving: no
+        command, no commit."""
+        bounds = self.bounds
+        interval_s, step_max_percent = bounds.pricing_interval_s, bounds.pricing_step_max_percent
+        rule = DemandRule(interval_s, bounds.pricing_velocity_horizon_s, bounds.pricing_last_call_s)
+        taken_before: dict[UUID, list[int]] = {}
+        while True:
+            await asyncio.sleep(interval_s)
+            if not self._ready.is_set():
+                continue
+            inventory = self.state.inventory
+            taken_now = inventory.taken_by_section()
+            if not taken_now:
+                continue
+            demands = await self._demands(list(taken_now))
+            commands = inventory.price_commands(step_max_percent, demands=demands, rule=rule,
+                                                taken_before=taken_before)
+            taken_before = taken_now  # a restarted actor's first round sees no pace: no jump
+            if not commands:
+                continue
+            now_s = time.time()
+            outcomes = [inventory.apply(command, now_s) for command in commands]
+            changes = [change for outcome in outcomes for change in outcome.changes]
+            if not changes:  # proposed prices are within bounds by construction: never refused
+                continue
+            try:
+                await self.committer.submit(changes, len(outcomes), (), outcomes)
+            except CommitFailed:
+                continue  # the actor rebuilds from Postgres: the last committed prices
+            self.metrics.price_changes.inc(len(changes))
+
+    async def _demands(self, event_ids: list[UUID]) -> dict[UUID, Demand]:
+        """Each event's time to its start (from its document) and how many wait in its waiting
+        room (Redis: line + waiting list; 0 when Redis does not answer — the price then follows
+        the share and the pace alone until it does)."""
+        now_s = time.time()
+        waiting = await self._waiting(event_ids)
+        demands = {}
+        for event_id in event_ids:
+            document = self.state.catalog.get(event_id)
+            starts_at = document.get("starts_at") if document is not None else None
+            seconds = None
+            with contextlib.suppress(ValueError):  # no start known: no last call, the round goes on
+                seconds = datetime.fromisoformat(str(starts_at).replace("Z", "+00:00")).timestamp() - now_s
+            demands[event_id] = Demand(seconds, waiting.get(event_id, 0))
+        return demands
+
+    async def _waiting(self, event_ids: list[UUID]) -> dict[UUID, int]:
+        if not self.config.redis_url:
+            return {}
+        try:
+            if self._pricing_redis is None:
+                import redis.asyncio as aioredis
+
+                self._pricing_redis = aioredis.from_url(
+                    self.config.redis_url, socket_timeout=self.bounds.redis_timeout_s,
+                    socket_connect_timeout=self.bounds.redis_timeout_s)
+            async with self._pricing_redis.pipeline(transaction=False) as pipe:
+                for event_id in event_ids:
+                    for key in waiting_keys(event_id):
+                        pipe.zcard(key)
+                counts = await pipe.execute()
+        except Exception as error:  # Redis down or slow: priced without the waiting room this round
+            log.debug("waiting-room depth for pricing: %s", error)
+            return {}
+        return {event_id: int(counts[2 * n]) + int(counts[2 * n + 1]) for n, event_id in enumerate(event_ids)}
 
     async def _purge_loop(self) -> None:
         """Every `idempotency_purge_interval_s`: delete keys older than their retention from
@@ -400,6 +494,16 @@ class ShardActor:
         event = self.state.inventory.events.get(event_id)
         return None if event is None else (event.layout, event.settings.currency)
 
+    def _stock(self) -> list[tuple[UUID, Any]]:
+        """Every event's sections (SectionAvailability), for the stock metrics at scrape time."""
+        inventory = self.state.inventory
+        return [(event_id, inventory.availability(event_id) or ()) for event_id in list(inventory.events)]
+
+    def _layout_of(self, event_id: UUID) -> Any:
+        """The event's layout, for the seat feed (None: the event is not in memory)."""
+        event = self.state.inventory.events.get(event_id)
+        return None if event is None else event.layout
+
     async def read(self, queries: list[Any]) -> list[Any]:
         await self._started()
         return [await answer_query(self.state, self.lookup, self.metrics, query) for query in queries]
@@ -420,13 +524,24 @@ class ShardActor:
                 "started_at": self.started_at, "epoch": state.epoch,
                 "ready": self._ready.is_set(), "events": len(state.catalog),
                 "quarantined_events": sorted(str(event_id) for event_id in state.quarantined),
-                "core": CORE_STATUS.detail}
+                "last_commit_at": self.last_commit_at, "commit_queue_depth": self.committer.queue_depth,
+                "core": CORE_STATUS.detail, "node_id": _node_id()}
 
     async def slots(self) -> list[int]:
         return list(self.config.slots)
 
     async def metrics_text(self) -> bytes:
         return self.metrics.text()
+
+
+def _node_id() -> str | None:
+    """The Ray node this actor runs on (None outside Ray, as in the in-process tests)."""
+    try:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id()) if ray.is_initialized() else None
+    except Exception:
+        return None
 
 
 def _spliced(count: int, answered: dict[int, Any], applied: list[Any]) -> list[Any]:

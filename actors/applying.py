@@ -24,6 +24,7 @@ from actors.inventory.results import Outcome
 from actors.isolation import ApplyCrashed
 from actors.payments import checkout_outcome
 from actors.protocol import (
+    Attributed,
     CompleteCheckout,
     CreateEvent,
     RecordPayment,
@@ -32,11 +33,12 @@ from actors.protocol import (
     UpdateEvent,
     core_command,
 )
+from shards.records import AUDIT_CONTEXT_END, AuditContext
 
 log = logging.getLogger(__name__)
 
 # Requests the shell handles itself (or unwraps) before the core; everything else is the core's.
-SHELL_REQUESTS = frozenset({CreateEvent, UpdateEvent, CompleteCheckout, RecordPayment, RefundPaidOrder})
+SHELL_REQUESTS = frozenset({CreateEvent, UpdateEvent, CompleteCheckout, RecordPayment, RefundPaidOrder, Attributed})
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +82,30 @@ def apply_all(state: ShardState, rules: ApplyRules, requests: list[Any], now_s: 
 
 def _apply_shell(state: ShardState, rules: ApplyRules, request: Any, now_s: float) -> Outcome | ShellOutcome:
     kind = type(request)
+    if kind is Attributed:
+        return _apply_attributed(state, rules, request, now_s)
     if kind is CreateEvent:
         return create_event(state, rules.slots, rules.event_seats_max, request, now_s)
     if kind is UpdateEvent:
         return update_event(state, request, now_s)
     return checkout_outcome(state.inventory, request, now_s)
+
+
+def _apply_attributed(state: ShardState, rules: ApplyRules, request: Attributed, now_s: float
+                      ) -> Outcome | ShellOutcome:
+    """The wrapped request applied as if bare, its changes (if any) bracketed by its audit context
+    (shards/records.py `AuditContext`): a replay or a rejection changes nothing and gets none."""
+    inner = request.request
+    if type(inner) in SHELL_REQUESTS:
+        outcome = _apply_shell(state, rules, inner, now_s)
+    elif rules.idempotency:
+        outcome = state.inventory.apply(inner, now_s)
+    else:
+        outcome = _apply_without_key(state.inventory, inner, now_s)
+    if not outcome.changes:
+        return outcome
+    context = AuditContext(request.actor, request.actor_role, request.request_id)
+    return ShellOutcome(outcome.result, (context, *outcome.changes, AUDIT_CONTEXT_END), outcome.replayed)
 
 
 def event_of(request: Any) -> Any:

@@ -29,11 +29,18 @@ class SaleWindowBody(TypedDict):
     code: NotRequired[str | None]
 
 
+class PricingBody(TypedDict):
+    mode: str  # "dynamic" (a fixed price has no `pricing` in the document)
+    floor_cents: int
+    ceiling_cents: int
+
+
 class SectionBody(TypedDict):
     id: str
     name: str
     kind: str  # "ga" | "seated"
-    price_cents: int
+    price_cents: int  # as created or recovered; reads show a dynamic section's current price (actors/reads.py)
+    pricing: NotRequired[PricingBody]
     capacity: NotRequired[int]
     rows: NotRequired[list[dict[str, Any]]]
     blocked: NotRequired[list[str]]

@@ -93,6 +93,11 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
         self.broken: BaseException | None = None
 
+    @property
+    def queue_depth(self) -> int:
+        """Batches waiting for the writer (not counting the one being committed)."""
+        return self._queue.qsize()
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 

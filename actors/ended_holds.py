@@ -21,7 +21,7 @@ from actors.inventory.commands import BeginCheckout, FailCheckout, ReleaseHold
 from actors.inventory.errors import ErrorCode
 from actors.inventory.holds import LIVE_HOLD_STATUSES, HoldStatus
 from actors.inventory.results import HoldView, Rejection
-from actors.protocol import CompleteCheckout, Unavailable, core_command
+from actors.protocol import Attributed, CompleteCheckout, Unavailable, core_command
 
 # The requests that name an existing hold (`CompleteCheckout` wraps the core's ConfirmCheckout).
 HOLD_REQUESTS = frozenset({ReleaseHold, BeginCheckout, FailCheckout, CompleteCheckout})
@@ -35,7 +35,7 @@ async def answer_ended_holds(inventory: ShardInventory, lookup: Any, requests: l
     from shards.lookup import LookupFailed
 
     for index, request in enumerate(requests):
-        if type(request) not in HOLD_REQUESTS:
+        if type(request.request if type(request) is Attributed else request) not in HOLD_REQUESTS:
             continue
         command = core_command(request)
         if inventory.knows_hold(command.hold_id) or _is_replay(inventory, command):

@@ -11,11 +11,20 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from actors.event_bodies import event_row, layout_of, queue_required, section_rows, settings_of, windows_of
+from actors.event_bodies import (
+    event_row,
+    layout_of,
+    normalized_sections,
+    queue_required,
+    section_rows,
+    settings_of,
+    windows_of,
+)
 from actors.inventory import ErrorCode, EventStatus, LayoutError, Rejection
 from actors.inventory.commands import ChangeEventStatus
 from actors.inventory.results import Outcome
 from actors.protocol import CreateEvent, EventDocument, ShellOutcome, UpdateEvent
+from actors.reads import with_cancellation
 from shards.records import EventFieldsChanged, EventRowsCreated
 from shards.slots import slot_of
 
@@ -46,7 +55,8 @@ def create_event(state: ShardState, slots: Collection[int], event_seats_max: int
     created_at = datetime.fromtimestamp(now_s, UTC)
     # The router validated the body against the API's schema (router/schemas.py); completed here.
     document = cast("EventBody", {
-        **request.document, "id": str(request.event_id), "status": settings.status.value,
+        **request.document, "sections": normalized_sections(request.document["sections"]),
+        "id": str(request.event_id), "status": settings.status.value,
         "organizer_id": request.organizer_id, "created_at": created_at.isoformat().replace("+00:00", "Z"),
     })
     state.inventory.create_event(request.event_id, layout, settings)
@@ -87,6 +97,7 @@ def update_event(state: ShardState, request: UpdateEvent, now_s: float) -> Outco
     if request.queue is not None:  # queue mode likewise (the core refuses holds without admission)
         event.settings = dataclasses.replace(event.settings, queue_required=queue_required(request.queue))
     if fields:
-        changes.append(EventFieldsChanged(request.event_id, fields))
+        before = {name: document.get(name) for name in fields}  # for the audit log's from → to
+        changes.append(EventFieldsChanged(request.event_id, fields, before, now_s))
     state.catalog.put(request.event_id, updated)
-    return ShellOutcome(EventDocument(updated), tuple(changes))
+    return ShellOutcome(EventDocument(with_cancellation(state, request.event_id, updated)), tuple(changes))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -16,7 +16,7 @@ from actors.inventory import (
     SaleWindow,
     SeatedSectionSpec,
 )
-from actors.inventory.layout import SectionSpec
+from actors.inventory.layout import DynamicPricing, SectionSpec
 
 if TYPE_CHECKING:
     from actors.catalog import EventBody, SectionBody
@@ -31,13 +31,46 @@ def parse_time(text: str | None) -> float | None:
 def layout_of(document: Mapping[str, Any]) -> Layout:
     specs: list[SectionSpec] = []
     for section in document["sections"]:
+        pricing = pricing_of(section.get("pricing"))
         if section["kind"] == "ga":
-            specs.append(GeneralAdmissionSpec(section["id"], section["price_cents"], section["capacity"]))
+            specs.append(GeneralAdmissionSpec(section["id"], section["price_cents"], section["capacity"], pricing))
         else:
             rows = tuple(RowSpec(row["label"], row["seats"]) for row in section["rows"])
             specs.append(SeatedSectionSpec(section["id"], section["price_cents"], rows,
-                                           tuple(section.get("blocked") or ())))
+                                           tuple(section.get("blocked") or ()), pricing))
     return Layout(tuple(specs))
+
+
+def pricing_of(pricing: Mapping[str, Any] | None) -> DynamicPricing | None:
+    """A section's `pricing` body → the core's bounds; None for a fixed price (or none given)."""
+    if not pricing or pricing.get("mode") != "dynamic":
+        return None
+    return DynamicPricing(pricing["floor_cents"], pricing["ceiling_cents"])
+
+
+def with_current_prices(document: EventBody, sections: Iterable[Any]) -> EventBody:
+    """The document with each dynamic section's price as it is now (`SectionAvailability`s of the
+    event); the document itself unchanged when nothing moved, so fixed-price events copy nothing."""
+    current = {section.section_id: section.price_cents for section in sections}
+    if all(current.get(section["id"], section["price_cents"]) == section["price_cents"]
+           for section in document["sections"]):
+        return document
+    updated = document.copy()
+    updated["sections"] = [{**section, "price_cents": current.get(section["id"], section["price_cents"])}  # type: ignore[typeddict-item]
+                           for section in document["sections"]]
+    return updated
+
+
+def normalized_sections(sections: list[Any]) -> list[Any]:
+    """The sections as the document keeps them: `pricing` only for a dynamic section, so a document
+    read back from rows (`document_from_rows`) is the one that was created."""
+    normalized = []
+    for section in sections:
+        kept = {name: value for name, value in section.items() if name != "pricing"}
+        if pricing_of(section.get("pricing")) is not None:
+            kept["pricing"] = section["pricing"]
+        normalized.append(kept)
+    return normalized
 
 
 def windows_of(windows: list[dict[str, Any]] | None) -> tuple[SaleWindow, ...]:
@@ -86,6 +119,9 @@ def section_rows(event_id: UUID, document: Mapping[str, Any], layout: Layout) ->
             "kind": section["kind"], "capacity": compiled.capacity, "price_cents": section["price_cents"],
             "first_seat_no": compiled.first_seat_no if compiled.seated else None,
             "rows": section.get("rows") or [], "blocked_seat_nos": blocked,
+            "pricing_mode": "fixed" if compiled.pricing is None else "dynamic",
+            "floor_cents": None if compiled.pricing is None else compiled.pricing.floor_cents,
+            "ceiling_cents": None if compiled.pricing is None else compiled.pricing.ceiling_cents,
         })
     return rows
 
@@ -104,6 +140,9 @@ def document_from_rows(event: dict[str, Any], sections: list[dict[str, Any]], la
     for row in sections:
         section: SectionBody = {"id": row["section_id"], "name": row["name"], "kind": row["kind"],
                                    "capacity": row["capacity"], "price_cents": row["price_cents"]}
+        if row.get("pricing_mode") == "dynamic":
+            section["pricing"] = {"mode": "dynamic", "floor_cents": row["floor_cents"],
+                                  "ceiling_cents": row["ceiling_cents"]}
         if row["kind"] == "seated":
             section["rows"] = row["rows"]
             blocked = row["blocked_seat_nos"]

@@ -39,6 +39,7 @@ from typing import Any
 from actors.committer import CommitFailed, Entry, is_data_error, unstorable_value
 from actors.protocol import Refused, core_command
 from actors.shard_metrics import ShardMetrics
+from shards.writer import oversell_guard
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,11 @@ class PoisonIsolation:
     async def commit_refused(self, entries: list[Entry], error: BaseException) -> None:
         """Trigger 1 (see the module docstring). Resolves every entry's future, whatever happens."""
         self.metrics.isolations.labels(self.metrics.shard, "commit_refused").inc()
+        guard = oversell_guard(error)
+        if guard is not None:
+            self.metrics.oversell_refused.labels(self.metrics.shard, guard).inc()
+            log.error("shard %s: %s refused a commit: memory sold what the database says is taken "
+                      "(a second writer, or memory that drifted from the rows)", self.shard_id, guard)
         try:
             groups = [tuple(outcome.changes) for entry in entries for outcome in entry.outcomes]
             failures = await self._probe(groups)

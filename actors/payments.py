@@ -24,10 +24,13 @@ if TYPE_CHECKING:
     from actors.inventory import ShardInventory
 
 
-def refunded_cents(order: OrderView) -> int:
+def refunded_cents(order: OrderView, *, cancellation: bool = False) -> int:
     """What a refund of `order` gives back: the prices of the tickets it refunded. An order is
     refunded once, so every refunded ticket in its view was refunded by that refund; tickets
-    transferred away stayed valid and are not paid back (actors/inventory/ticket_decisions.py)."""
+    transferred away stayed valid and are not paid back (actors/inventory/ticket_decisions.py).
+    The event's cancellation voids every ticket of the order, so the buyer gets the whole order back."""
+    if cancellation:
+        return order.total_cents
     return sum(ticket.price_cents for ticket in order.tickets if ticket.status == TicketStatus.REFUNDED)
 
 
@@ -61,7 +64,7 @@ def _refund_outcome(inventory: ShardInventory, request: RefundPaidOrder, now_s: 
     outcome = inventory.apply(request.refund, now_s)
     if outcome.replayed or not isinstance(outcome.result, OrderView) or request.payment is None:
         return outcome
-    amount_cents = refunded_cents(outcome.result)
+    amount_cents = refunded_cents(outcome.result, cancellation=request.refund.cancellation)
     if amount_cents == 0:
         return outcome  # only free tickets went back: nothing is owed
     owed = dataclasses.replace(request.payment, amount_cents=amount_cents, status="pending")

@@ -167,6 +167,39 @@ class RecordPayment:
     payment: PaymentRecord
 
 
+@dataclass(frozen=True, slots=True)
+class Attributed:
+    """A request as an identified caller made it, for the audit log (docs/organizers.md "Audit").
+
+    Only the audited requests travel wrapped (event edits, check-ins, transfers, checkout's
+    confirmation and refunds): the shell applies ``request`` as if it came bare and brackets its
+    changes with `shards.records.AuditContext` records, so the writer stamps the audit rows they
+    cause with this actor, role and request id. Hold commands never do: holds are counted, not
+    audited, and the hot path stays as it was. ``actor`` is who acted (a validator for a
+    check-in, an organizer for an organizer's refund), which the core's records do not always say.
+    """
+
+    request: Any
+    actor: str
+    actor_role: str
+    request_id: str | None
+
+
+class Caller(NamedTuple):
+    """Who makes a request, as the router knows it: the token's subject and role, and the request id."""
+
+    actor: str
+    actor_role: str
+    request_id: str | None
+
+
+def attributed(request: Any, caller: Caller | None) -> Any:
+    """`request` wrapped as `caller`'s (`Attributed`), or as it is when nobody is named (the resolver)."""
+    if caller is None:
+        return request
+    return Attributed(request, caller.actor, caller.actor_role, caller.request_id)
+
+
 class Ack(NamedTuple):
     """A shell command that changes no inventory was committed."""
 
@@ -174,7 +207,9 @@ class Ack(NamedTuple):
 
 
 def core_command(request: Any) -> Any:
-    """The inventory command inside a shell wrapper (CompleteCheckout, RefundPaidOrder), or the request."""
+    """The inventory command inside a shell wrapper (CompleteCheckout, RefundPaidOrder, Attributed), or the request."""
+    if isinstance(request, Attributed):
+        request = request.request
     if isinstance(request, CompleteCheckout):
         return request.confirm
     if isinstance(request, RefundPaidOrder):

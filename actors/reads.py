@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from actors.event_bodies import with_current_prices
 from actors.protocol import (
     AvailabilityView,
     EventDocument,
@@ -53,7 +54,11 @@ async def answer_query(state: ShardState, lookup: DurableLookup | None, metrics:
         return _seat_map(state, query)
     if kind is GetEvent:
         document = catalog.get(query.event_id)
-        return None if document is None else EventDocument(document)
+        event = inventory.events.get(query.event_id)
+        if document is None:
+            return None
+        current = document if event is None else with_current_prices(document, event.availability())
+        return EventDocument(with_cancellation(state, query.event_id, current))
     if kind is GetHold:
         hold = inventory.hold(query.hold_id, query.user_id)
         return hold if hold is not None else await _durable(lookup, metrics, "hold", query.hold_id, query.user_id)
@@ -96,3 +101,13 @@ def _seat_map(state: ShardState, query: GetSeatMap) -> SeatMapView | None:
         rows = state.inventory.seat_map(query.event_id, section_id) or ()
         sections.append((section_id, tuple((row.label, row.seats) for row in rows)))
     return SeatMapView(tuple(sections))
+
+
+def with_cancellation(state: ShardState, event_id: UUID, document: Any) -> Any:
+    """A cancelled event's document with its cancellation's progress (API.md "Organizers"):
+    counted from the orders in memory when asked, never stored with the document."""
+    event = state.inventory.events.get(event_id) if document.get("status") == "cancelled" else None
+    if event is None:
+        return document
+    orders_total, orders_refunded = event.tickets.order_counts()
+    return {**document, "cancellation": {"orders_total": orders_total, "orders_refunded": orders_refunded}}

@@ -1,9 +1,10 @@
-"""The `ticketing` command line: up, down, token, migrate, status."""
+"""The `ticketing` command line: up, down, token, migrate, status, verify."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
@@ -25,24 +26,29 @@ def cmd_up(args: argparse.Namespace) -> int:
     from cluster.supervisor import run_up
 
     settings = _settings(args, host=args.host, port=args.port, router_workers=args.workers,
-                         shard_count=args.shards)
-    return run_up(settings, demo=args.demo)
+                         shard_count=args.shards, demo=True if args.demo else None)
+    return run_up(settings, demo=args.demo, prometheus=args.prometheus)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from cluster.cleanup import cleanup_crashed_run, running_supervisor
+    from cluster.cleanup import running_supervisor, stop_deployment
 
     data_dir = _settings(args).resolved_data_dir
     pid = running_supervisor(data_dir)
     if pid is not None:
-        import os
-        import signal
-
-        print(f"stopping the running supervisor (pid {pid})")
-        os.kill(pid, signal.SIGTERM)
-        return 0
-    stopped = cleanup_crashed_run(data_dir)
-    print(f"removed {stopped} leftover processes" if stopped else "nothing to remove")
+        print(f"stopping the deployment in {data_dir} (supervisor pid {pid}) …", flush=True)
+    report = stop_deployment(data_dir)
+    names = ", ".join(component.describe() for component in report.stopped)
+    if report.supervisor_pid is not None:
+        print(f"stopped in {report.elapsed_s:.1f} s: supervisor (pid {report.supervisor_pid})"
+              + (f", {names}" if names else ""))
+    if report.removed:
+        print(f"removed {report.removed} leftover processes" + (f": {names}" if pid is None and names else ""))
+    elif pid is None:
+        print(f"nothing running in {data_dir}")
+    if report.left:
+        print("still running: " + ", ".join(component.describe() for component in report.left), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -66,7 +72,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 def _dsns_for(settings: Settings) -> tuple[list[str], Any]:
     """DSNs of the shard databases; starts the embedded Postgres when nothing runs (returned to stop)."""
     from cluster import runstate
-    from cluster.embedded import EmbeddedPostgres
+    from cluster.embedded import embedded_dsns, embedded_servers
     from cluster.supervisor import shard_database
 
     if settings.pg_dsns:
@@ -74,9 +80,10 @@ def _dsns_for(settings: Settings) -> tuple[list[str], Any]:
     state = runstate.read_state(settings.resolved_data_dir)
     if state.get("pg_dsns"):
         return list(state["pg_dsns"]), None
-    postgres = EmbeddedPostgres(settings.resolved_data_dir)
-    postgres.start()
-    return [postgres.dsn(shard_database(k)) for k in range(settings.shard_count)], postgres
+    servers = embedded_servers(settings.resolved_data_dir, settings.pg_embedded_servers)
+    for server in servers:
+        server.start()
+    return embedded_dsns(servers, settings.shard_count, shard_database), servers
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -87,8 +94,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     try:
         applied = asyncio.run(migrate_all(dsns, timeout_s=settings.db_call_timeout_s * 10))
     finally:
-        if started is not None:
-            started.stop()
+        for server in started or ():
+            server.stop()
     for dsn, names in applied.items():
         print(f"{dsn.rsplit('/', 1)[-1]}: {', '.join(names) if names else 'up to date'}")
     return 0
@@ -98,13 +105,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     from cluster.status import collect_status, format_status
 
     status = collect_status(_settings(args))
-    print(format_status(status))
+    print(json.dumps(status, default=str, indent=2) if args.json else format_status(status))
     return 0 if status["healthy"] else 1
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ticketing")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ticketing", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="print the installed version and exit")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
@@ -113,17 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     up = add("up", cmd_up, "run the whole cluster in the foreground; Ctrl-C stops everything it started")
-    up.add_argument("--host", default=None)
-    up.add_argument("--port", type=int, default=None)
-    up.add_argument("--workers", type=int, default=None, help="router worker processes")
+    up.add_argument("--host", default=None, help="router listen address (default 127.0.0.1)")
+    up.add_argument("--port", type=int, default=None, help="router listen port (default 8000)")
+    up.add_argument("--workers", type=int, default=None, help="router worker processes (default 2)")
     up.add_argument("--shards", type=int, default=None, help="shard count (default 4)")
     up.add_argument("--demo", action="store_true", help="create a demo event on sale")
+    up.add_argument("--prometheus", action="store_true",
+                    help="also run Prometheus (when installed) on <data-dir>/observability/prometheus.yml "
+                         "and print its URL")
 
-    add("down", cmd_down, "stop a running deployment, or remove what a crashed run left behind")
+    add("down", cmd_down, "stop a running deployment and wait until it stopped, or remove what a crashed run "
+                          "left behind")
 
     token = add("token", cmd_token, "print a JWT valid for this deployment")
     token.add_argument("--sub", required=True, help="user id (with --count: the prefix)")
-    token.add_argument("--role", required=True, choices=["buyer", "organizer", "validator", "admin"])
+    token.add_argument("--role", required=True, choices=["buyer", "organizer", "validator", "admin"],
+                       help="what the token may do")
     token.add_argument("--ttl-s", type=int, default=None, help="lifetime in seconds")
     token.add_argument("--count", type=int, default=None, help="print N tokens for SUB-0 … SUB-(N-1)")
     token.add_argument("--event", type=UUID, action="append", default=None, metavar="ID",
@@ -131,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "a validator token without --event checks in nothing")
 
     add("migrate", cmd_migrate, "apply the SQL migrations to every shard database")
-    add("status", cmd_status, "shards, actors, databases and Redis of a deployment")
+    status = add("status", cmd_status, "shards (events, epoch, last commit, commit queue, Ray node), actors, "
+                                       "databases and Redis of a deployment")
+    status.add_argument("--json", action="store_true", help="print the status as JSON (for scripts)")
     from cluster.verify import add_verify_parser
 
     add_verify_parser(commands)

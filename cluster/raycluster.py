@@ -31,6 +31,9 @@ ACTOR_CONCURRENCY_MAX = 64
 # The embedded Ray needs little shared memory: only batches of small commands cross it.
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
 RAY_CPUS = 2
+# What one shard actor asks of `shard_node_resource` (a node offering 100 hosts up to 10,000):
+# enough to pin actors to the nodes that offer it, too little to limit how many share one.
+SHARD_RESOURCE_UNITS = 0.01
 # Ray's own settings for a local instance (the head hands them to every raylet, worker and
 # driver that joins, so the router workers get them too).
 RAY_SYSTEM_CONFIG: dict[str, Any] = {
@@ -42,6 +45,18 @@ RAY_SYSTEM_CONFIG: dict[str, Any] = {
     # ActorUnavailableError (a RayActorError), which callers already handle: the router retries
     # what is safe to retry, with backoff. KubeRay sets 0 for Ray Serve clusters for the same reason.
     "timeout_ms_task_wait_for_death_info": 0,
+}
+
+
+# What a multi-node cluster's head should run with (`ray start --head --system-config '<json>'`,
+# docs/operations.md "Placement and node loss"): the same, plus node-death detection in ~3 s rather
+# than Ray's default ~15 s (health checks every 1 s, 3 misses), since a shard whose node died sells
+# nothing until Ray declares the node dead and re-creates its actor elsewhere.
+MULTINODE_SYSTEM_CONFIG: dict[str, Any] = {
+    **RAY_SYSTEM_CONFIG,
+    "health_check_initial_delay_ms": 1000,
+    "health_check_period_ms": 1000,
+    "health_check_failure_threshold": 3,
 }
 
 
@@ -102,12 +117,14 @@ def _metrics_port(settings: Settings) -> int:
     return sticky_port(settings.resolved_data_dir, "ray_metrics")
 
 
-def ensure_shard_actors(settings: Settings, dsns: list[str]) -> dict[int, Any]:
-    """Create (or find) `shard-<k>` for every shard and wait until each answers `health`."""
+def ensure_shard_actors(settings: Settings, dsns: list[str], redis_url: str = "") -> dict[int, Any]:
+    """Create (or find) `shard-<k>` for every shard and wait until each answers `health`;
+    `redis_url`: where they publish committed seat changes (actors/seat_feed.py)."""
     import ray
 
     remote_class: Any = ray.remote(ShardActor)
     shard_map = settings.shard_map()
+    placement = shard_placement(settings, ray.cluster_resources())
     handles = {}
     for shard_id in range(settings.shard_count):
         config = ShardConfig(
@@ -115,6 +132,7 @@ def ensure_shard_actors(settings: Settings, dsns: list[str]) -> dict[int, Any]:
             slots=tuple(shard_map.slots_of(shard_id)),
             dsn=dsns[shard_id],
             bounds=ShardBounds.from_settings(settings),
+            redis_url=redis_url,
         )
         handles[shard_id] = remote_class.options(
             name=actor_name(shard_id),
@@ -125,11 +143,33 @@ def ensure_shard_actors(settings: Settings, dsns: list[str]) -> dict[int, Any]:
             max_task_retries=ACTOR_TASK_RETRIES_MAX,
             max_concurrency=ACTOR_CONCURRENCY_MAX,
             num_cpus=0,
+            **placement,
         ).remote(config)
     for shard_id, handle in handles.items():
         health = ray.get(handle.start.remote(), timeout=settings.startup_timeout_s)
-        log.info("shard actor %s ready: %s", actor_name(shard_id), health)
+        log.debug("shard actor %s ready: %s", actor_name(shard_id), health)  # `up` logs the phase
     return handles
+
+
+def shard_placement(settings: Settings, cluster_resources: dict[str, float]) -> dict[str, Any]:
+    """Ray options that place the shard actors (docs/operations.md "Placement").
+
+    With `shard_node_resource`, an actor asks for `SHARD_RESOURCE_UNITS` of that custom resource, so
+    only nodes started with it (``ray start --resources '{"<name>": 100}'``) host shards — worker
+    nodes sized for them, not the head that runs the routers — and when such a node dies Ray
+    re-creates its actors on another node that has it. A resource no node offers would leave every
+    actor pending forever: then the actors go anywhere, with a warning (the fallback). "spread" asks
+    Ray to spread the actors over the nodes they may use, so one node's loss takes as few shards
+    as possible; "default" leaves Ray's packing."""
+    options: dict[str, Any] = {}
+    name = settings.shard_node_resource
+    if name and cluster_resources.get(name, 0.0) > 0:
+        options["resources"] = {name: SHARD_RESOURCE_UNITS}
+    elif name:
+        log.warning("no Ray node offers the resource %r: shard actors are placed on any node", name)
+    if settings.shard_placement == "spread":
+        options["scheduling_strategy"] = "SPREAD"
+    return options
 
 
 def kill_shard_actors(shard_count: int) -> None:

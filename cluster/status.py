@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, cast
 
 from cluster import runstate
@@ -90,20 +91,50 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         shard["database"]["up"] and shard["actor"]["up"] for shard in shards
     )
     return {"healthy": healthy, "base_url": state.get("base_url"), "ray_address": ray_address,
-            "redis": redis_status, "shards": shards}
+            "prometheus_url": state.get("prometheus_url"), "redis": redis_status, "shards": shards}
 
 
-def format_status(status: dict[str, Any]) -> str:
-    lines = [f"router   : {status['base_url'] or 'not running'}",
-             f"ray      : {status['ray_address'] or 'not running'}",
-             f"redis    : {'up' if status['redis']['up'] else 'DOWN ' + status['redis'].get('error', '')}",
-             "shard  slots    actor                                 database"]
-    for shard in status["shards"]:
-        actor, database = shard["actor"], shard["database"]
+def _ago(timestamp: object, now: float) -> str:
+    if not isinstance(timestamp, int | float):
+        return "never"
+    age_s = max(0.0, now - float(timestamp))
+    if age_s < 120:
+        return f"{age_s:.0f} s ago"
+    if age_s < 2 * 3600:
+        return f"{age_s / 60:.0f} min ago"
+    return f"{age_s / 3600:.0f} h ago"
+
+
+def _shard_line(shard: dict[str, Any], now: float) -> str:
+    actor, database = shard["actor"], shard["database"]
+    if actor["up"]:
         core = str(actor.get("core", "?")).split(":")[0]  # compiled or interpreted (cluster/native.py)
-        actor_text = f"up pid {actor.get('pid')} ({core} core)" if actor["up"] else "DOWN"
-        database_text = (f"up schema v{database.get('schema_version')} epoch {database.get('lease_epoch')}"
-                         if database["up"] else "DOWN " + database.get("error", ""))
-        lines.append(f"{shard['shard_id']:<6} {shard['slots']:<8} {actor_text:<37} {database_text}")
+        quarantined = len(actor.get("quarantined_events") or [])
+        node = str(actor.get("node_id") or "?")[:8]  # the Ray node (docs/operations.md "Placement")
+        actor_text = f"up pid {actor.get('pid')} node {node} ({core} core)"
+        if quarantined:
+            actor_text += f", {quarantined} quarantined"
+        numbers = (f"{actor.get('events', '?')!s:>6} {actor.get('epoch', '?')!s:>6}  "
+                   f"{_ago(actor.get('last_commit_at'), now):<12} {actor.get('commit_queue_depth', '?')!s:>5}")
+    else:
+        actor_text = "DOWN"
+        numbers = f"{'-':>6} {'-':>6}  {'-':<12} {'-':>5}"
+    database_text = (f"up schema v{database.get('schema_version')} epoch {database.get('lease_epoch')}"
+                     if database["up"] else "DOWN " + database.get("error", ""))
+    return f"{shard['shard_id']:<6} {shard['slots']:<8} {numbers}  {actor_text:<52} {database_text}"
+
+
+def format_status(status: dict[str, Any], now: float | None = None) -> str:
+    """One line per shard: its events, the actor's epoch, when it last committed and how many
+    batches wait for the writer (the commit queue), then the actor and its database."""
+    now = time.time() if now is None else now
+    lines = [f"router     : {status['base_url'] or 'not running'}",
+             f"ray        : {status['ray_address'] or 'not running'}",
+             f"redis      : {'up' if status['redis']['up'] else 'DOWN ' + status['redis'].get('error', '')}"]
+    if status.get("prometheus_url"):
+        lines.append(f"prometheus : {status['prometheus_url']}")
+    lines.append(f"{'shard':<6} {'slots':<8} {'events':>6} {'epoch':>6}  {'last commit':<12} {'queue':>5}  "
+                 f"{'actor':<52} database")
+    lines += [_shard_line(shard, now) for shard in status["shards"]]
     lines.append("healthy" if status["healthy"] else "NOT healthy")
     return "\n".join(lines)

@@ -8,9 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
+from actors.protocol import GetOrder
 from cluster.settings import Settings
+from router.audit_api import router as audit_router
 from router.auth import TokenVerifier
+from router.browse import count_shard_failures_from_zero
 from router.browse import router as browse_router
+from router.cancellation import CancellationSaga
 from router.checkins_api import router as checkins_router
 from router.checkout import build_checkout_service
 from router.checkout.gateway import build_gateway
@@ -18,18 +22,24 @@ from router.checkout.route import router as checkout_router
 from router.edge import Edge, HotRoutes
 from router.events_api import HOT_ROUTES as EVENT_HOT_ROUTES
 from router.events_api import router as events_router
+from router.events_cache import EventsCache
+from router.health import ReadinessProber
 from router.health import router as health_router
 from router.holds_api import HOT_ROUTES as HOLD_HOT_ROUTES
 from router.holds_api import router as holds_router
 from router.http_metrics import observe_payment_call
 from router.jsonbody import JSONBody
+from router.mail_relay import MailRelay
 from router.openapi import install_openapi
 from router.orders_api import router as orders_router
+from router.pages import router as pages_router
 from router.problems import install_error_handlers
 from router.queue_api import HOT_ROUTES as QUEUE_HOT_ROUTES
 from router.queue_api import EventCache
 from router.queue_tokens import QueueTokens
 from router.ratelimit import RateLimiter
+from router.reports_api import ExportSlots
+from router.reports_api import router as reports_router
 from router.resolver import CheckoutResolver
 from router.runtime import Runtime
 from router.seat_stream import lifespan as seat_streams_lifespan
@@ -38,6 +48,10 @@ from router.shard_client import ShardClient
 from router.snapshots import ReadSnapshots
 from router.tickets.ticket_codes import TicketCodes
 from router.waiting_room import WaitingRoom
+from router.webhook_relay import WebhookRelay
+from router.webhooks_api import router as webhooks_router
+from shards.mail import MailQueries
+from shards.webhooks import OutboxRelayQueries, WebhookRegistry
 
 API_VERSION = "1.0.0"
 
@@ -74,8 +88,16 @@ def create_app(settings: Settings | None = None) -> TicketingApp:
         try:
             async with seat_streams_lifespan(app):
                 resolver.start()
+                cancellation.start()
+                relay.start()
+                mail_relay.start()
+                readiness.start()
                 yield
         finally:
+            await readiness.stop()
+            await mail_relay.stop()
+            await relay.stop()
+            await cancellation.stop()
             await resolver.stop()
             await shard_client.close()
             await runtime.close()
@@ -101,10 +123,22 @@ def create_app(settings: Settings | None = None) -> TicketingApp:
     app.state.ticket_codes = TicketCodes(settings.resolved_data_dir, settings.qr_cache_entries_max)
     app.state.checkout = checkout = build_checkout_service(runtime, shard_client, gateway, settings)
     resolver = CheckoutResolver(runtime, checkout, settings)
+    cancellation = CancellationSaga(runtime, checkout, settings)
     app.state.rate_limiter = RateLimiter(runtime, settings)
     app.state.waiting_room = WaitingRoom(runtime, settings)
     app.state.queue_settings = EventCache(settings.queue_settings_cache_s, settings.queue_settings_cache_entries_max)
+    app.state.readiness = readiness = ReadinessProber(runtime)
     app.state.read_snapshots = ReadSnapshots(settings.read_snapshot_s, settings.read_snapshot_entries_max)
+    app.state.events_cache = EventsCache(runtime, settings)
+    count_shard_failures_from_zero(settings.shard_count)
+    app.state.export_slots = ExportSlots(settings.exports_per_worker_max)
+    app.state.webhooks = webhooks = WebhookRegistry(runtime.databases.pool)
+    relay = WebhookRelay(webhooks, OutboxRelayQueries(runtime.databases.pool), settings)
+    # E-mailed tickets (router/mail_relay.py): started only when smtp_host is set. Codes are signed
+    # from the order the shard actor reads back, as GET /v1/tickets/{id} signs them.
+    mail_relay = MailRelay(MailQueries(runtime.databases.pool),
+                           lambda shard_id, order_id: shard_client.read(shard_id, GetOrder(order_id, None)),
+                           app.state.ticket_codes, settings)
     install_error_handlers(app, settings.retry_after_s)
     hot_routes = HotRoutes([*HOLD_HOT_ROUTES, *EVENT_HOT_ROUTES, *QUEUE_HOT_ROUTES])
     install_openapi(app, hot_routes)
@@ -112,8 +146,10 @@ def create_app(settings: Settings | None = None) -> TicketingApp:
     # app's own list rather than with include_router, which in this FastAPI keeps each router as a
     # nested matcher that every request walks (measured: ~185 µs of route matching per request).
     for module_router in (holds_router, events_router, checkout_router, orders_router, checkins_router,
-                          browse_router, seat_stream_router, health_router):
+                          browse_router, reports_router, audit_router, seat_stream_router, health_router):
         add_routes(app, module_router)
+    add_routes(app, webhooks_router)  # organizers' rare calls: last
+    add_routes(app, pages_router)  # the web pages (docs/web.md): loaded once per visit
     app.edge = Edge(
         app.framework,
         hot_routes,
@@ -121,6 +157,7 @@ def create_app(settings: Settings | None = None) -> TicketingApp:
         body_bytes_max=settings.body_bytes_max,
         deadline_s=settings.request_deadline_s,
         checkout_deadline_s=settings.checkout_deadline_s,
+        export_deadline_s=settings.export_deadline_s,
         retry_after_s=settings.retry_after_s,
         metrics_flush_interval_s=settings.metrics_flush_interval_s,
         access_log=settings.access_log,

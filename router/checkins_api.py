@@ -21,9 +21,9 @@ from pydantic import AfterValidator, StringConstraints
 
 from actors.inventory.commands import CheckIn
 from actors.inventory.results import Rejection, TicketView
-from actors.protocol import EventDocument, GetEvent
+from actors.protocol import EventDocument, GetEvent, attributed
 from router.auth import VALIDATORS, Principal, authorize
-from router.deps import call_shard, client_of, parse_body, settings_of
+from router.deps import call_shard, caller_of, client_of, parse_body, settings_of
 from router.jsonbody import JSONBody
 from router.problems import PROBLEM, ApiError
 from router.schemas import Strict, time_range_error
@@ -118,7 +118,8 @@ async def check_in(request: Request) -> JSONBody:
             CHECKINS.labels("forbidden").inc()
         raise
     shard_id = client_of(request).shard_map.shard_of(claims.event_id)
-    reply = await call_shard(request, shard_id, CheckIn(claims.ticket_id, body.gate))
+    reply = await call_shard(request, shard_id,
+                             attributed(CheckIn(claims.ticket_id, body.gate), caller_of(request, principal)))
     if isinstance(reply, Rejection):
         CHECKINS.labels(reply.code.value.lower()).inc()
         if reply.code.value == "TICKET_NOT_FOUND":  # signed by us, unknown to the shard

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
 
+from actors.protocol import Caller
 from cluster.settings import Settings
 from router.edge import Incoming
 from router.problems import ApiError
@@ -87,3 +88,9 @@ async def call_shard(request: Incoming, shard_id: int, message: Any, *, read: bo
         raise unavailable_error(f"shard {shard_id} overloaded: {error}", retry_after_s) from None
     except ShardUnavailable as error:
         raise unavailable_error(f"shard {shard_id}: {error}", retry_after_s) from None
+
+
+def caller_of(request: Incoming, principal: Any) -> Caller:
+    """Who makes this request, for the audit log: the principal (`router.auth.authorize`) and the
+    request id the edge gave it (and sends back as X-Request-Id)."""
+    return Caller(principal.user_id, principal.role, request.scope.get("request_id"))

@@ -31,6 +31,7 @@ from uuid import UUID
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cluster.logs import REQUEST_ID
 from router.http_metrics import HTTP_REJECTED, RequestTally
 from router.problems import PROBLEM_CONTENT_TYPE, ApiError, as_api_error, error_document
 
@@ -87,6 +88,7 @@ class HotRequest:
 class HotReply:
     status: int
     body: Any  # rendered with orjson
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # beyond content type, length and request id
 
 
 Handler = Callable[[HotRequest], Awaitable[HotReply]]
@@ -172,6 +174,7 @@ class Edge:
         body_bytes_max: int,
         deadline_s: float,
         checkout_deadline_s: float,
+        export_deadline_s: float,
         retry_after_s: int,
         metrics_flush_interval_s: float,
         access_log: bool = True,
@@ -182,6 +185,7 @@ class Edge:
         self.body_bytes_max = body_bytes_max
         self.deadline_s = deadline_s
         self.checkout_deadline_s = checkout_deadline_s
+        self.export_deadline_s = export_deadline_s
         self.retry_after_s = retry_after_s
         self.access_log = access_log
         self.tally = RequestTally(metrics_flush_interval_s)
@@ -195,6 +199,8 @@ class Edge:
             return None  # server-sent events live as long as the client listens
         if path.endswith("/checkout"):
             return self.checkout_deadline_s
+        if path.endswith(".csv"):
+            return self.export_deadline_s  # a streamed export of a large event takes longer than a request
         return self.deadline_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -210,6 +216,7 @@ class Edge:
         else:
             request_id = f"{self._id_prefix}{next(self._id_serial):016x}"
         scope["request_id"] = request_id
+        REQUEST_ID.set(request_id)  # every log line of this request carries it (cluster/logs.py)
         route, raw_parameters, path_known = self.routes.match(scope["method"], scope["path"])
         state = [0]  # the status sent, 0 until the response starts
         self.tally.started()
@@ -272,7 +279,7 @@ class Edge:
         state[0] = reply.status
         await send({"type": "http.response.start", "status": reply.status, "headers": [
             (b"content-type", JSON_CONTENT_TYPE), (b"content-length", str(len(payload)).encode()),
-            (REQUEST_ID_HEADER, request_id.encode())]})
+            (REQUEST_ID_HEADER, request_id.encode()), *reply.headers]})
         await send({"type": "http.response.body", "body": payload})
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:

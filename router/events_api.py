@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl
@@ -19,9 +21,11 @@ from actors.protocol import (
     GetSeatMap,
     SeatMapView,
     UpdateEvent,
+    attributed,
 )
+from cluster.settings import Settings
 from router.auth import ANY_ROLE, ORGANIZERS, authorize
-from router.deps import call_shard, client_of, parse_body, settings_of
+from router.deps import call_shard, caller_of, client_of, parse_body, settings_of
 from router.edge import HotReply, HotRequest, HotRoute, Incoming
 from router.jsonbody import JSONBody
 from router.problems import PROBLEM, ApiError
@@ -58,8 +62,9 @@ async def create_event(request: Request) -> JSONBody:
     event_id = uuid.uuid4()
     shard_id = client_of(request).shard_map.shard_of(event_id)
     command = CreateEvent(event_id, principal.user_id, body.model_dump(mode="json"))
-    reply = await call_shard(request, shard_id, command)
+    reply = await call_shard(request, shard_id, attributed(command, caller_of(request, principal)))
     document = expect(reply, EventDocument, "EVENT_NOT_FOUND", settings.retry_after_s).document
+    await request.app.state.events_cache.invalidate()  # the listing's cached pages (router/events_cache.py)
     return JSONBody(_event_body(document), status_code=201)
 
 
@@ -69,7 +74,7 @@ async def get_event(request: Request, event_id: UUID) -> JSONBody:
 
 
 @router.patch("/v1/events/{event_id}", summary="Change status, queue settings or sale windows (organizer)",
-              responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 422: PROBLEM})
+              responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM})
 async def patch_event(request: Request, event_id: UUID) -> JSONBody:
     principal = authorize(request, ORGANIZERS)
     body = await parse_body(request, EventPatch)
@@ -80,8 +85,9 @@ async def patch_event(request: Request, event_id: UUID) -> JSONBody:
     command = UpdateEvent(event_id, principal.user_id, patch.get("status"), patch.get("queue"),
                           patch.get("sale_windows"))
     shard_id = client_of(request).shard_map.shard_of(event_id)
-    reply = await call_shard(request, shard_id, command)
+    reply = await call_shard(request, shard_id, attributed(command, caller_of(request, principal)))
     updated = expect(reply, EventDocument, "EVENT_NOT_FOUND", settings_of(request).retry_after_s).document
+    await request.app.state.events_cache.invalidate()  # the listing's cached pages (router/events_cache.py)
     return JSONBody(_event_body(updated))
 
 
@@ -103,7 +109,17 @@ async def availability_snapshot(request: Incoming, event_id: UUID) -> tuple[Avai
 async def availability(request: HotRequest) -> HotReply:
     """What is left, per section: public, from a snapshot at most `read_snapshot_s` old (a hot route)."""
     view, as_of_s = await availability_snapshot(request, request.path_params["event_id"])
-    return HotReply(200, availability_body(view, as_of_s))
+    return HotReply(200, availability_body(view, as_of_s), freshness_headers(settings_of(request), as_of_s))
+
+
+def freshness_headers(settings: Settings, as_of_s: float) -> tuple[tuple[bytes, bytes], ...]:
+    """How old a public read is, for browsers and CDNs (RFC 9111): `Age` in whole seconds since
+    its `as_of`, and `Cache-Control` letting a shared cache keep it as long as the router does
+    (`read_snapshot_s`, rounded up to whole seconds); `no-cache` when the router keeps none."""
+    age = max(0, int(time.time() - as_of_s))
+    ttl_s = settings.read_snapshot_s
+    control = b"public, max-age=%d" % math.ceil(ttl_s) if ttl_s > 0 else b"no-cache"
+    return (b"cache-control", control), (b"age", str(age).encode())
 
 
 _SECTION = TypeAdapter(Identifier)
@@ -138,10 +154,10 @@ async def seats(request: HotRequest) -> HotReply:
         return seat_map
 
     snapshots: ReadSnapshots = request.app.state.read_snapshots
-    view, _ = await snapshots.get(("seats", event_id, section), read)
+    view, as_of_s = await snapshots.get(("seats", event_id, section), read)
     if section is not None and not view.sections:
         raise ApiError(422, "VALIDATION_ERROR", f"event has no seated section {section!r}")
-    return HotReply(200, seat_map_body(view))
+    return HotReply(200, seat_map_body(view), freshness_headers(settings_of(request), as_of_s))
 
 
 HOT_ROUTES = [

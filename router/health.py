@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from cluster.logs import shared_context
 from router.http_metrics import COMPONENT_UP, render
 from router.jsonbody import JSONBody
 from router.problems import problem_response
@@ -70,21 +72,69 @@ def _merge_expositions(texts: list[bytes]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+class ReadinessProber:
+    """Probes every dependency every `readiness_probe_interval_s` in the background, so
+    `ticketing_component_up` follows the components whether or not anyone calls `/readyz`.
+
+    `/readyz` answers from the last round while it is fresh (within two intervals) and every
+    component was up; otherwise it probes now, so a component coming back is seen at once (and a
+    load balancer polling a healthy router costs nothing). Concurrent probes share one round.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.components: dict[str, str] = {}
+        self.checked_at = 0.0  # time.monotonic() of the last round, 0: none yet
+        self._round: asyncio.Task[dict[str, str]] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="readiness-prober")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await self.probe()
+            await asyncio.sleep(self.runtime.settings.readiness_probe_interval_s)
+
+    async def probe(self) -> dict[str, str]:
+        """One round (or the one under way): every component's outcome, gauges updated."""
+        if self._round is None or self._round.done():
+            self._round = asyncio.get_running_loop().create_task(self._probe_all(), context=shared_context())
+        return await asyncio.shield(self._round)
+
+    async def current(self) -> dict[str, str]:
+        fresh = time.monotonic() - self.checked_at < 2 * self.runtime.settings.readiness_probe_interval_s
+        if self.checked_at and fresh and all(outcome == "ok" for outcome in self.components.values()):
+            return self.components
+        return await self.probe()
+
+    async def _probe_all(self) -> dict[str, str]:
+        runtime = self.runtime
+        timeout_s = runtime.settings.probe_timeout_s
+        probes: dict[str, Callable[[], Awaitable[Any]]] = {"ray": runtime.ensure_ray}
+        for shard_id in range(runtime.settings.shard_count):
+            probes[f"shard-{shard_id}"] = _actor_probe(runtime, shard_id)
+            probes[f"postgres-{shard_id}"] = _postgres_probe(runtime, shard_id)
+        probes["redis"] = _redis_probe(runtime)
+        names = list(probes)
+        outcomes = await asyncio.gather(*(_run(name, probes[name], timeout_s) for name in names))
+        components = dict(zip(names, outcomes, strict=True))
+        for name, outcome in components.items():
+            COMPONENT_UP.labels(name).set(1 if outcome == "ok" else 0)
+        self.components, self.checked_at = components, time.monotonic()
+        return components
+
+
 @router.get("/readyz", summary="Every dependency answers",
             responses={503: {"description": "Some component does not answer; the body names it"}})
 async def readyz(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    timeout_s = runtime.settings.probe_timeout_s
-    probes: dict[str, Callable[[], Awaitable[Any]]] = {"ray": runtime.ensure_ray}
-    for shard_id in range(runtime.settings.shard_count):
-        probes[f"shard-{shard_id}"] = _actor_probe(runtime, shard_id)
-        probes[f"postgres-{shard_id}"] = _postgres_probe(runtime, shard_id)
-    probes["redis"] = _redis_probe(runtime)
-    names = list(probes)
-    outcomes = await asyncio.gather(*(_run(name, probes[name], timeout_s) for name in names))
-    components = dict(zip(names, outcomes, strict=True))
-    for name, outcome in components.items():
-        COMPONENT_UP.labels(name).set(1 if outcome == "ok" else 0)
+    prober: ReadinessProber = request.app.state.readiness
+    components = await prober.current()
     down = [name for name, outcome in components.items() if outcome != "ok"]
     if down:
         return problem_response(503, "NOT_READY", "not answering: " + ", ".join(down),

@@ -40,6 +40,19 @@ def _command(body: HoldCreate, user_id: str, key: str | None, admitted: bool
                                 admitted)
 
 
+def _within_admission(body: HoldCreate, quantity_max: int) -> None:
+    """A waiting-list admission is for `quantity_max` tickets (router/queue_tokens.py): a hold for
+    more is refused. It caps each hold; the event's per-person limit caps them together."""
+    requested = body.quantity if body.quantity is not None else len(body.seats or ())
+    if requested > quantity_max:
+        tickets = "ticket" if quantity_max == 1 else "tickets"
+        raise ApiError(422, "VALIDATION_ERROR",
+                       f"this admission from the waiting list is for {quantity_max} {tickets}: hold at most that many",
+                       errors=[{"loc": ["body", "quantity" if body.quantity is not None else "seats"],
+                                "msg": f"at most {quantity_max} tickets with this admission",
+                                "type": "value_error"}])
+
+
 async def create_hold(request: HotRequest) -> HotReply:
     """The flash sale's hot path, served by the edge without FastAPI's stack (router/edge.py)."""
     principal = authorize(request, BUYERS)
@@ -52,7 +65,10 @@ async def create_hold(request: HotRequest) -> HotReply:
     if body.quantity is not None and body.quantity > settings.hold_quantity_max:
         raise ApiError(422, "VALIDATION_ERROR", f"quantity must be between 1 and {settings.hold_quantity_max}")
     tokens = request.app.state.queue_tokens
-    admitted = tokens.admits(request.headers.get(QUEUE_TOKEN_HEADER), principal.user_id, body.event_id)
+    quantity_max = tokens.admission(request.headers.get(QUEUE_TOKEN_HEADER), principal.user_id, body.event_id)
+    admitted = quantity_max is not None
+    if quantity_max:
+        _within_admission(body, quantity_max)
     command = _command(body, principal.user_id, key, admitted)
     shard_id = client_of(request).shard_map.shard_of(body.event_id)
     reply = await call_shard(request, shard_id, command, retryable=key is not None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from bisect import bisect_left
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,6 +26,22 @@ from prometheus_client import (
 # `_created` timestamps double the series count and no dashboard reads them.
 disable_created_metrics()
 
+Metric = TypeVar("Metric", Counter, Gauge, Histogram)
+
+
+def at_zero(metric: Metric, *label_values: str | tuple[str, ...]) -> Metric:
+    """`metric`, with the series of each known label value (a tuple where it has several labels)
+    created at 0.
+
+    A labelled metric has no series until its first increment: a failure that never happened
+    shows as "no data" on a dashboard, indistinguishable from a broken scrape, and its first
+    occurrence is no increase to `rate()` either (Prometheus' instrumentation guide: initialize the
+    label values you know of). The callers keep the lists of values next to their metrics."""
+    for values in label_values:
+        metric.labels(*((values,) if isinstance(values, str) else values))
+    return metric
+
+
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 HTTP_REQUESTS = Counter(
@@ -39,9 +55,11 @@ HTTP_LATENCY = Histogram(
 HTTP_IN_FLIGHT = Gauge(
     "ticketing_http_requests_in_flight", "HTTP requests being served.", multiprocess_mode="livesum",
 )
-HTTP_REJECTED = Counter(
+# Why the edge refuses a request before a handler runs (router/edge.py).
+EDGE_REJECTIONS = ("body_too_large", "deadline")
+HTTP_REJECTED = at_zero(Counter(
     "ticketing_http_rejected_total", "Requests refused at the edge, by reason.", ["reason"],
-)
+), *EDGE_REJECTIONS)
 COMPONENT_UP = Gauge(
     "ticketing_component_up", "1 when the component answered the last readiness probe.",
     ["component"], multiprocess_mode="liveall",

@@ -23,6 +23,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from router import responses as r
+from router import webhooks_api as wh
 from router.deps import IDEMPOTENCY_KEY_CHARS_MAX, IDEMPOTENCY_KEY_PATTERN
 from router.edge import REQUEST_ID_PATTERN, HotRoute, HotRoutes
 from router.problems import PROBLEM, Problem
@@ -42,6 +43,8 @@ class Contract:
     queue_token: bool = False  # reads X-Queue-Token
     rate_limited: bool = False
     errors: tuple[int, ...] = ()  # problems of this operation beyond the common ones
+    body_optional: bool = False  # the body may be left out (the waiting room's join)
+    anonymous: bool = False  # authenticated only for some parameters (the listing's `organizer`)
 
 
 CONTRACTS: dict[tuple[str, str], Contract] = {
@@ -52,14 +55,19 @@ CONTRACTS: dict[tuple[str, str], Contract] = {
     ("POST", "/v1/holds/{hold_id}/checkout"): Contract(201, r.CheckoutResult, True, "CheckoutBody", True,
                                                        rate_limited=True, errors=(402, 404, 409, 410, 502)),
     ("POST", "/v1/events"): Contract(201, r.Event, True, "EventCreate"),
-    ("GET", "/v1/events"): Contract(200, r.EventPage),
+    ("GET", "/v1/events"): Contract(200, r.EventPage, True, anonymous=True),
     ("GET", "/v1/events/{event_id}"): Contract(200, r.Event, errors=(404,)),
     ("PATCH", "/v1/events/{event_id}"): Contract(200, r.Event, True, "EventPatch", errors=(404, 409)),
     ("GET", "/v1/events/{event_id}/availability"): Contract(200, r.Availability, errors=(404,)),
     ("GET", "/v1/events/{event_id}/seats"): Contract(200, r.SeatMap, errors=(404,)),
     ("GET", "/v1/events/{event_id}/seats/stream"): Contract(200, None, errors=(404,)),
     ("GET", "/v1/events/{event_id}/revocations"): Contract(200, r.RevocationPage, True, errors=(404,)),
-    ("POST", "/v1/events/{event_id}/queue"): Contract(200, r.QueueStatus, True, errors=(404, 409, 429)),
+    ("GET", "/v1/events/{event_id}/sales"): Contract(200, r.SalesReport, True, errors=(404,)),
+    ("GET", "/v1/events/{event_id}/audit"): Contract(200, r.AuditPage, True, errors=(404,)),
+    ("GET", "/v1/events/{event_id}/orders.csv"): Contract(200, None, True, errors=(404,)),
+    ("GET", "/v1/events/{event_id}/attendees.csv"): Contract(200, None, True, errors=(404,)),
+    ("POST", "/v1/events/{event_id}/queue"): Contract(200, r.QueueStatus, True, "QueueJoin", errors=(404, 409, 429),
+                                                     body_optional=True),
     ("GET", "/v1/events/{event_id}/queue"): Contract(200, r.QueueStatus, True, errors=(404, 409)),
     ("GET", "/v1/me"): Contract(200, r.Me, True),
     ("GET", "/v1/me/tickets"): Contract(200, r.TicketPage, True),
@@ -73,6 +81,10 @@ CONTRACTS: dict[tuple[str, str], Contract] = {
                                                            rate_limited=True, errors=(404, 409, 410)),
     ("POST", "/v1/checkins"): Contract(200, r.Checkin, True, "CheckinBody", errors=(404, 409, 410)),
     ("GET", "/v1/ticket-keys"): Contract(200, r.TicketKeys),
+    ("POST", "/v1/webhooks"): Contract(201, wh.WebhookBody, True, "WebhookCreate"),
+    ("GET", "/v1/webhooks"): Contract(200, wh.WebhookList, True),
+    ("DELETE", "/v1/webhooks/{webhook_id}"): Contract(200, wh.WebhookBody, True, errors=(404,)),
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): Contract(200, wh.DeliveryList, True, errors=(404,)),
     ("GET", "/healthz"): Contract(200, r.Health),
     ("GET", "/readyz"): Contract(200, r.Ready),
 }
@@ -81,6 +93,8 @@ MEDIA: dict[str, dict[str, Any]] = {
     "/v1/events/{event_id}/seats/stream": {"text/event-stream": {"schema": {"type": "string"}}},
     "/v1/tickets/{ticket_id}/qr.png": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
     "/v1/tickets/{ticket_id}/qr.svg": {"image/svg+xml": {"schema": {"type": "string"}}},
+    "/v1/events/{event_id}/orders.csv": {"text/csv": {"schema": {"type": "string"}}},
+    "/v1/events/{event_id}/attendees.csv": {"text/csv": {"schema": {"type": "string"}}},
 }
 
 
@@ -172,10 +186,11 @@ def _apply(schemas: dict[str, Any], path: str, operation: dict[str, Any], contra
     if contract.queue_token:
         parameters.append(QUEUE_TOKEN)
     if body is not None:
-        operation["requestBody"] = {"required": True, "content": {
+        operation["requestBody"] = {"required": not contract.body_optional, "content": {
             "application/json": {"schema": _add_model(schemas, body)}}}
     if contract.authenticated:
-        operation["security"] = [{BEARER: []}]
+        # `{}` first: no token at all is also accepted (OpenAPI's optional security).
+        operation["security"] = [{}, {BEARER: []}] if contract.anonymous else [{BEARER: []}]
     responses = operation.setdefault("responses", {})
     success = responses.pop(str(contract.status), None) or responses.pop("200", {})
     content = MEDIA.get(path) or {"application/json": {"schema": _add_model(schemas, contract.model)

@@ -14,10 +14,19 @@ from starlette.responses import Response
 
 from actors.inventory.commands import TransferTicket
 from actors.inventory.results import OrderView, TicketView, TransferView
-from actors.protocol import EventDocument, GetEvent, GetOrder, GetTicket, GetUserTickets
+from actors.protocol import EventDocument, GetEvent, GetOrder, GetTicket, GetUserTickets, attributed
 from router.auth import ANY_ROLE, BUYERS, authorize
 from router.checkout import CheckoutService, RefundRequest
-from router.deps import call_shard, client_of, idempotency_key, parse_body, settings_of, shard_of_entity
+from router.deps import (
+    call_shard,
+    caller_of,
+    client_of,
+    idempotency_key,
+    parse_body,
+    settings_of,
+    shard_of_entity,
+)
+from router.http_metrics import at_zero
 from router.jsonbody import JSONBody
 from router.problems import PROBLEM, ApiError
 from router.ratelimit import rate_limit
@@ -26,8 +35,9 @@ from router.views import expect, order_body, ticket_body
 from shards.slots import new_id, slot_of_id
 
 router = APIRouter(tags=["orders and tickets"])
-REFUNDS = Counter("ticketing_refunds_total", "Order refunds by result.", ["result"])
-TRANSFERS = Counter("ticketing_transfers_total", "Ticket transfers by result.", ["result"])
+# Each result's series exists at 0 from the start (`at_zero`): a day without transfers shows 0.
+REFUNDS = at_zero(Counter("ticketing_refunds_total", "Order refunds by result.", ["result"]), "refunded")
+TRANSFERS = at_zero(Counter("ticketing_transfers_total", "Ticket transfers by result.", ["result"]), "transferred")
 
 
 class TransferBody(Strict):
@@ -121,7 +131,8 @@ async def transfer(request: Request, ticket_id: UUID) -> JSONBody:
         raise ApiError(422, "VALIDATION_ERROR", "a ticket cannot be transferred to its owner")
     key = idempotency_key(request)
     command = TransferTicket(principal.user_id, ticket_id, body.to, new_id(slot_of_id(ticket_id) or 0), key)
-    reply = await call_shard(request, shard_id, command, retryable=key is not None)
+    reply = await call_shard(request, shard_id, attributed(command, caller_of(request, principal)),
+                             retryable=key is not None)
     result: TransferView = expect(reply, TransferView, "TICKET_NOT_FOUND", settings_of(request).retry_after_s)
     TRANSFERS.labels("transferred").inc()
     return JSONBody({**with_code(request, result.new_ticket), "owner": body.to}, status_code=201)
@@ -147,7 +158,7 @@ async def refund(request: Request, order_id: UUID) -> JSONBody:
         raise ApiError(403, "FORBIDDEN", "refunds close when the event starts; ask the organizer")
     service: CheckoutService = request.app.state.checkout
     refunded = await service.refund_order(RefundRequest(shard_id, principal.user_id, order, by_organizer,
-                                                        idempotency_key(request)))
+                                                        idempotency_key(request), caller_of(request, principal)))
     REFUNDS.labels("refunded").inc()
     return JSONBody(order_with_codes(request, refunded))
 

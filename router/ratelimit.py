@@ -50,7 +50,9 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from cluster.logs import shared_context
 from cluster.settings import Settings
+from router.http_metrics import at_zero
 from router.problems import ApiError
 
 log = logging.getLogger(__name__)
@@ -58,9 +60,15 @@ log = logging.getLogger(__name__)
 SCRIPT = (Path(__file__).resolve().parent.parent / "lua" / "token_bucket.lua").read_text()
 KEY_PREFIX = "ticketing:rate"
 
-LIMITED = Counter("ticketing_rate_limited_total", "Requests refused by a rate limit.", ["scope"])
-FAILED_OPEN = Counter("ticketing_rate_limit_fail_open_total",
-                      "Rate-limit checks admitted unchecked because Redis failed or was too slow.", ["reason"])
+# The scopes requests are limited in, and why checks fail open (the limiter's queue is full, a
+# Redis call timed out or failed): each series exists at 0 from the start (`at_zero`).
+LIMITED_SCOPES = ("request",)
+FAIL_OPEN_REASONS = ("pending_full", "timeout", "redis_error")
+LIMITED = at_zero(Counter("ticketing_rate_limited_total", "Requests refused by a rate limit.", ["scope"]),
+                  *LIMITED_SCOPES)
+FAILED_OPEN = at_zero(Counter("ticketing_rate_limit_fail_open_total",
+                              "Rate-limit checks admitted unchecked because Redis failed or was too slow.",
+                              ["reason"]), *FAIL_OPEN_REASONS)
 BATCH_SIZE = Histogram("ticketing_rate_limit_batch_size", "Rate-limit checks per Redis script call.",
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
 
@@ -100,7 +108,7 @@ class RateLimiter:
         check = _Check((bucket_key("user", user_id), bucket_key("addr", client_address)), loop.create_future())
         self._pending.append(check)
         if self._flusher is None:
-            self._flusher = loop.create_task(self._flush())
+            self._flusher = loop.create_task(self._flush(), context=shared_context())
         retry_after_ms = await check.answer
         if retry_after_ms:
             LIMITED.labels("request").inc()

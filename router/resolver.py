@@ -22,7 +22,6 @@ never fill the page that later rows wait behind, and the next pass starts again 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -31,16 +30,26 @@ from prometheus_client import Counter
 
 from cluster.settings import Settings
 from router.checkout.service import CheckoutService, Unsettled
+from router.http_metrics import at_zero
+from router.periodic import ShardRounds, redis_lock
 from router.problems import ApiError
 from router.runtime import Runtime
 from shards.checkout_queries import Cursor, PaymentRow, PinnedHold, QueryFailed
 
 log = logging.getLogger(__name__)
 
-RESOLVED = Counter("ticketing_checkout_resolutions_total", "Pinned holds settled by the resolver.", ["result"])
-UNSETTLED = Counter("ticketing_checkout_unsettled_total",
-                    "Items a resolver pass could not settle and left for the next pass, by kind and reason.",
-                    ["kind", "reason"])
+# What the resolver's scans settle items as (`_settle_one`): pinned holds (CheckoutService.settle),
+# owed refunds paid, charges it had not found (CheckoutService.recheck_charge); and the reasons for
+# leaving an item unsettled that are known in advance (the others name the error: a problem code, an
+# exception's type). Their series exist at 0 from the start (`at_zero`).
+RESOLUTIONS = ("confirmed", "failed", "refunded", "settled_elsewhere", "refund_retried",
+               "late_charge_found", "late_charge_refunded", "declined", "never_charged")
+KNOWN_UNSETTLED = (("pinned_hold", "hold not found"), ("pending_refund", "pending"), ("pending_refund", "rejected"))
+RESOLVED = at_zero(Counter("ticketing_checkout_resolutions_total", "Pinned holds settled by the resolver.",
+                           ["result"]), *RESOLUTIONS)
+UNSETTLED = at_zero(Counter("ticketing_checkout_unsettled_total",
+                            "Items a resolver pass could not settle and left for the next pass, by kind and reason.",
+                            ["kind", "reason"]), *KNOWN_UNSETTLED)
 # A pass's bounds are settings: `checkout_resolver_page_rows_max` rows per page,
 # `checkout_resolver_pass_pages_max` pages per scan per pass (a scan that has more continues from
 # its cursor next pass) and `checkout_resolver_unknown_charge_timeouts`.
@@ -55,35 +64,20 @@ class CheckoutResolver:
         self.settings = settings
         # Where each (shard, scan) continues: the last row handled, or None to start from the oldest.
         self._cursors: dict[tuple[int, str], Cursor | None] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._rounds = ShardRounds("checkout resolver", settings.shard_count, settings.checkout_resolver_interval_s,
+                                   self._round)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        self._rounds.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._rounds.stop()
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.checkout_resolver_interval_s)
-            for shard_id in range(self.settings.shard_count):
-                try:
-                    if await self._lock(shard_id):
-                        await self.resolve_shard(shard_id)
-                except Exception as error:  # a pass that fails is retried at the next interval
-                    log.warning("checkout resolver pass on shard %s failed: %s", shard_id, error)
-
-    async def _lock(self, shard_id: int) -> bool:
-        redis = self.runtime.redis
-        if redis is None:
-            return True
-        try:
-            ttl_ms = int(self.settings.checkout_resolver_interval_s * 1000)
-            return bool(await redis.set(LOCK_KEY.format(shard=shard_id), "1", nx=True, px=ttl_ms))
-        except Exception:
-            return True  # without Redis every worker resolves; the steps are idempotent
+    async def _round(self, shard_id: int) -> None:
+        # Without Redis every worker resolves: the steps are idempotent (router/periodic.py).
+        if await redis_lock(self.runtime.redis, LOCK_KEY.format(shard=shard_id),
+                            self.settings.checkout_resolver_interval_s):
+            await self.resolve_shard(shard_id)
 
     async def resolve_shard(self, shard_id: int) -> None:
         queries, service, settings = self.service.queries, self.service, self.settings

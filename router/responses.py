@@ -8,6 +8,8 @@ API.md lets the API add fields, and a client must ignore what it does not know.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -66,6 +68,34 @@ class Event(Open):
 class EventPage(Open):
     items: list[Event]
     next_cursor: str | None
+
+
+class SectionSales(Open):
+    id: str
+    kind: str
+    capacity: int
+    sold: int
+    held: int
+    blocked: int
+    available: int = Field(description="capacity - sold - held - blocked")
+    price_cents: int
+    revenue_cents: int = Field(description="The sold tickets' prices as sold (a dynamic price moves)")
+    refunded: int = Field(description="tickets refunded")
+    refunded_cents: int
+    checked_in: int
+
+
+class SalesReport(Open):
+    event_id: str
+    as_of: str = Field(description="When the database snapshot every figure comes from was taken")
+    currency: str
+    orders: int = Field(description="Confirmed orders (refunded ones are in orders_refunded)")
+    orders_refunded: int
+    revenue_cents: int = Field(description="Sum of confirmed orders")
+    refunded_cents: int = Field(description="Sum of refunded orders")
+    hold_conversion: float | None = Field(description="Holds that became orders / holds no longer open; "
+                                                      "null before any hold ended")
+    sections: list[SectionSales]
 
 
 class AvailabilitySection(Open):
@@ -154,6 +184,33 @@ class RevocationPage(Open):
     complete: bool
 
 
+class AuditActor(Open):
+    sub: str = Field(description="The user id of the token that made the request, or `system`")
+    role: str | None = Field(description="The token's role; null for changes no request made")
+
+
+class AuditSubject(Open):
+    type: str = Field(description="event, order, ticket or payment")
+    id: str
+
+
+class AuditEntry(Open):
+    id: str = Field(description="The entry's position in the log (opaque)")
+    at: str
+    actor: AuditActor
+    action: str = Field(description="`ticket.checked_in`, `order.refunded`, `event.updated`, `charge.succeeded`, …")
+    subject: AuditSubject
+    from_: str | dict[str, Any] | None = Field(alias="from", description="Status (or, for an edit, the fields) before")
+    to: str | dict[str, Any] = Field(description="Status (or, for an edit, the fields) after")
+    request_id: str | None = Field(description="X-Request-Id of the request that made the change")
+    detail: dict[str, Any] | None = Field(description="A check-in's gate; a payment's kind and amount; …")
+
+
+class AuditPage(Open):
+    items: list[AuditEntry] = Field(description="Oldest first")
+    next_cursor: str | None
+
+
 class TicketKey(Open):
     kid: str
     alg: str
@@ -165,9 +222,10 @@ class TicketKeys(Open):
 
 
 class QueueStatus(Open):
-    status: str = Field(description="waiting, admitted, sold_out (nothing left or held; the place is kept) or "
-                              "expired (not in line: join again)")
-    position: int | None = Field(None, description="waiting: 1 is next")
+    status: str = Field(description="waiting, admitted, sold_out (nothing available now; the place is kept), "
+                              "waiting_list (on the waiting list of a sold-out event) or expired (not in line: "
+                              "join again)")
+    position: int | None = Field(None, description="waiting and waiting_list: 1 is next")
     eta_seconds: int | None = Field(None, description="waiting: position ÷ the event's admission rate")
     token: str | None = Field(None, description="admitted: send it as X-Queue-Token with POST /v1/holds")
     expires_at: str | None = Field(None, description="admitted: when the token stops admitting")

@@ -14,10 +14,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from cluster.logs import route_ray_logging
 from cluster.settings import Settings
 from cluster.signals import python_handlers, restore
+from shards.audit import AuditQueries
 from shards.pools import ShardPools
 from shards.queries import ReadQueries
+from shards.reports import ReportQueries
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,8 @@ class Runtime:
         self.shard_map = settings.shard_map()
         self.databases = ShardPools(settings.pg_dsns, settings.db_pool_size_max, settings.db_call_timeout_s)
         self.reads = ReadQueries(self.databases.pool)
+        self.reports = ReportQueries(self.databases.pool)
+        self.audit = AuditQueries(self.databases.pool)
         self._actors: dict[int, Any] = {}
         self._ray_ready = False
         self.redis: aioredis.Redis | None = None
@@ -69,13 +74,16 @@ class Runtime:
     def connect_ray(self) -> bool:
         import ray
 
+        route_ray_logging()
         if self._ray_ready and ray.is_initialized():
             return True
         if not self.settings.ray_address:
             return False
         handlers = python_handlers()
         try:
-            ray.init(address=self.settings.ray_address, namespace=NAMESPACE,
+            # configure_logging=False: Ray's lines go through the worker's JSON logging (cluster/logs.py)
+            # instead of a plain-text handler of Ray's own.
+            ray.init(address=self.settings.ray_address, namespace=NAMESPACE, configure_logging=False,
                      logging_level=logging.WARNING, log_to_driver=False, ignore_reinit_error=True)
             restore(handlers)  # a no-op off the main thread; ensure_ray restores there
         except Exception as error:  # Ray raises many types for "cannot connect"

@@ -221,6 +221,18 @@ class Queue(Strict):
     token_seconds: int = Field(600, ge=10, le=86_400)
 
 
+class WaitingList(Strict):
+    # Also at most the event's per_person_limit and the hold_quantity_max setting (router/queue_api.py).
+    quantity: int = Field(ge=1, le=HOLD_QUANTITY_CEILING, description="tickets wanted when some come back")
+
+
+class QueueJoin(Strict):
+    """`POST /v1/events/{id}/queue`; the body is optional (none or `{}`: an ordinary join)."""
+
+    waiting_list: WaitingList | None = Field(
+        None, description="on a sold-out event: wait on the waiting list for this many tickets; ignored otherwise")
+
+
 class SaleWindow(Strict):
     name: ShortText = ""
     starts_at: ApiTime
@@ -241,19 +253,52 @@ class Row(Strict):
     seats: int = Field(ge=1, le=SEATS_PER_ROW_MAX)
 
 
-class GaSection(Strict):
+class Pricing(Strict):
+    """A section's pricing (API.md "Organizers"): fixed, or dynamic between a floor and a ceiling
+    that `price_cents`, the starting price, must lie within (docs/organizers.md "Dynamic pricing")."""
+
+    mode: Literal["fixed", "dynamic"]
+    floor_cents: int | None = Field(None, ge=0, le=PRICE_CENTS_MAX)
+    ceiling_cents: int | None = Field(None, ge=0, le=PRICE_CENTS_MAX)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Pricing:
+        given = self.floor_cents is not None and self.ceiling_cents is not None
+        if self.mode == "dynamic" and not given:
+            raise ValueError("dynamic pricing needs floor_cents and ceiling_cents")
+        if self.mode == "fixed" and (self.floor_cents is not None or self.ceiling_cents is not None):
+            raise ValueError("a fixed price takes no floor_cents or ceiling_cents")
+        if given and self.floor_cents > self.ceiling_cents:  # type: ignore[operator]
+            raise ValueError("floor_cents must not exceed ceiling_cents")
+        return self
+
+
+class PricedSection(Strict):
+    """What GA and seated sections share about their price."""
+
+    price_cents: int = Field(ge=0, le=PRICE_CENTS_MAX)
+    pricing: Pricing | None = None
+
+    @model_validator(mode="after")
+    def _price_within_bounds(self) -> PricedSection:
+        pricing = self.pricing
+        if pricing is not None and pricing.mode == "dynamic" and not (
+                pricing.floor_cents <= self.price_cents <= pricing.ceiling_cents):  # type: ignore[operator]
+            raise ValueError("price_cents must lie within [floor_cents, ceiling_cents]")
+        return self
+
+
+class GaSection(PricedSection):
     id: Identifier
     name: ShortText
     kind: Literal["ga"]
     capacity: int = Field(ge=1, le=CAPACITY_MAX)
-    price_cents: int = Field(ge=0, le=PRICE_CENTS_MAX)
 
 
-class SeatedSection(Strict):
+class SeatedSection(PricedSection):
     id: Identifier
     name: ShortText
     kind: Literal["seated"]
-    price_cents: int = Field(ge=0, le=PRICE_CENTS_MAX)
     rows: list[Row] = Field(min_length=1, max_length=ROWS_MAX)
     blocked: list[SeatLabel] = Field(default_factory=list, max_length=BLOCKED_MAX)
 

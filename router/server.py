@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import uvicorn
 
 from cluster.logs import configure_logging
 from cluster.settings import Settings
 
 
+def worker_app() -> Any:
+    """The app, made in each uvicorn worker: a worker is a new process (spawned) that inherits
+    none of the parent's logging, so it configures its own JSON lines before anything logs."""
+    from router.app import create_app
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
 def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level)
     uvicorn.run(
-        "router.app:create_app",
+        "router.server:worker_app",
         factory=True,
         host=settings.host,
         port=settings.port,

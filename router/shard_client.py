@@ -22,7 +22,9 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from actors.wire import decode_replies, encode_requests
+from cluster.logs import shared_context
 from cluster.settings import Settings
+from router.http_metrics import at_zero
 from router.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,10 @@ QUEUE_DEPTH = Gauge("ticketing_shard_queue_depth", "Requests waiting for a batch
                     multiprocess_mode="livesum")
 REJECTED = Counter("ticketing_shard_rejected_total", "Requests refused or failed by the shard client.",
                    ["shard", "reason"])
+# Why the client refuses or fails a request: its lane's queue is full, the actor did not answer in
+# time, the actor failed and the request could not be retried. ShardClient creates each shard's
+# series at 0 (`at_zero`).
+SHARD_REJECTIONS = ("queue_full", "timeout", "actor_failed")
 RETRIES = Counter("ticketing_shard_retries_total", "Requests retried after an actor failure.", ["shard"])
 
 
@@ -84,7 +90,7 @@ class _Lane:
         if self.filling is not None and self.queue.qsize() >= self.client.settings.batch_size_max - 1:
             _wake(self.filling)
         if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._run())
+            self.task = asyncio.get_running_loop().create_task(self._run(), context=shared_context())
 
     async def _run(self) -> None:
         settings = self.client.settings
@@ -176,6 +182,9 @@ class ShardClient:
         self.settings = settings
         self.shard_map = settings.shard_map()
         self._lanes: dict[tuple[int, str], _Lane] = {}
+        for shard in map(str, range(settings.shard_count)):
+            at_zero(REJECTED, *((shard, reason) for reason in SHARD_REJECTIONS))
+            at_zero(RETRIES, shard)
 
     def _lane(self, shard_id: int, kind: str) -> _Lane:
         lane = self._lanes.get((shard_id, kind))

@@ -7,6 +7,9 @@ time the read was *sent* — so its `as_of` is never later than the data it show
 than `read_snapshot_s` plus one actor call old. Concurrent misses of one query share one actor
 call (single flight): a cold cache under a thousand readers asks once. At most
 `read_snapshot_entries_max` snapshots per worker (emptied when full). Failures are not cached.
+The answers say how old they are: `as_of` in the body, and `Age` / `Cache-Control: public,
+max-age=⌈read_snapshot_s⌉` headers (`router.events_api.freshness_headers`), so browsers and CDNs in
+front of the router may keep them as long as the router does.
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ from typing import Any
 
 from prometheus_client import Counter
 
-READS = Counter("ticketing_read_snapshots_total", "Public reads by where the answer came from.", ["source"])
+from router.http_metrics import at_zero
+
+# Where a read's answer came from: a fresh snapshot, another request's read in flight, the actor.
+# Each source's series exists at 0 from the start (`at_zero`), so the snapshot hit ratio is 0, not
+# "no data", where nothing came from a snapshot (`read_snapshot_s=0` turns snapshots off).
+READ_SOURCES = ("snapshot", "shared", "shard")
+READS = at_zero(Counter("ticketing_read_snapshots_total", "Public reads by where the answer came from.", ["source"]),
+                *READ_SOURCES)
 
 
 class ReadSnapshots:

@@ -2,7 +2,8 @@
 
 Writes never happen here: every change goes through the shard actor and its group commit. These
 are the reads of payment history the actor does not keep in memory — the charge behind an order,
-and the work the resolver must finish — each bounded in rows and time. Scans are keyset-paginated
+the work the resolver must finish and the orders an event cancellation still has to refund
+(router/cancellation.py) — each bounded in rows and time. Scans are keyset-paginated
 (``after`` is the last row's cursor), so rows the resolver cannot settle yet are stepped over
 instead of filling every page (issue 10, defect 4: a ``LIMIT 100`` scan from the start could be
 starved by 100 stuck rows).
@@ -76,6 +77,21 @@ class CheckoutQueries:
         rows = await self._fetch(shard_id, f"""SELECT {_PAYMENT_COLUMNS}, created_at FROM payments
             WHERE order_id = $1 AND kind = 'charge' AND status = 'succeeded'""", order_id)
         return _payment(rows[0], "created_at") if rows else None
+
+    async def cancelled_orders(self, shard_id: int, after: UUID | None, limit: int) -> list[tuple[UUID, UUID]]:
+        """(order id, event id) of the confirmed orders of cancelled events, in order id order: what
+        the cancellations on this shard still have to refund."""
+        rows = await self._fetch(shard_id, """SELECT o.order_id, o.event_id
+            FROM events e JOIN orders o ON o.event_id = e.event_id
+            WHERE e.status = 'cancelled' AND o.status = 'confirmed' AND ($1::uuid IS NULL OR o.order_id > $1)
+            ORDER BY o.order_id LIMIT $2""", after, limit)
+        return [(row["order_id"], row["event_id"]) for row in rows]
+
+    async def cancellation_backlog(self, shard_id: int) -> int:
+        """How many orders of cancelled events are not refunded yet."""
+        rows = await self._fetch(shard_id, """SELECT count(*) AS orders FROM events e
+            JOIN orders o ON o.event_id = e.event_id WHERE e.status = 'cancelled' AND o.status = 'confirmed'""")
+        return int(rows[0]["orders"])
 
     async def pinned_holds(self, shard_id: int, older_than_s: float, after: Cursor | None,
                            limit: int) -> list[PinnedHold]:

@@ -11,7 +11,7 @@ EVENT_COLUMNS = ("event_id", "slot", "organizer_id", "title", "category", "descr
                  "ends_at", "currency", "hold_seconds", "per_person_limit", "queue", "sale_windows", "status",
                  "seat_count", "created_at")
 SECTION_COLUMNS = ("event_id", "section_id", "position", "name", "kind", "capacity", "price_cents",
-                   "first_seat_no", "rows", "blocked_seat_nos")
+                   "first_seat_no", "rows", "blocked_seat_nos", "pricing_mode", "floor_cents", "ceiling_cents")
 
 JSONB_BINARY_VERSION = b"\x01"
 

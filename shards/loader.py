@@ -65,7 +65,7 @@ _BY_ID = "= ANY($1::uuid[])"
 
 _HOLDS = """
 SELECT event_id, hold_id, user_id, status, CASE WHEN kind = 'ga' THEN section_id END, seat_nos, quantity,
-       extract(epoch FROM expires_at)::float8
+       extract(epoch FROM expires_at)::float8, total_cents, item_prices_cents
 FROM holds WHERE status IN ('held', 'payment_pending') AND event_id {events}"""
 
 # Orders in `order_id` order, and each order's original tickets as one run in the same order
@@ -93,7 +93,8 @@ SELECT t.event_id,
        array_agg(t.user_id ORDER BY {_TICKET_ORDER}),
        string_agg(int4send(coalesce(t.seat_no, -1 - s.position)), ''::bytea ORDER BY {_TICKET_ORDER}),
        string_agg(int4send(s.position), ''::bytea ORDER BY {_TICKET_ORDER}),
-       string_agg({_STATUS_BYTE.format(column=TICKET_STATUS_SQL)}, ''::bytea ORDER BY {_TICKET_ORDER})
+       string_agg({_STATUS_BYTE.format(column=TICKET_STATUS_SQL)}, ''::bytea ORDER BY {_TICKET_ORDER}),
+       string_agg(int4send(coalesce(t.price_cents, s.price_cents)), ''::bytea ORDER BY {_TICKET_ORDER})
 FROM tickets t JOIN sections s ON s.event_id = t.event_id AND s.section_id = t.section_id
      LEFT JOIN checkins c ON c.ticket_id = t.ticket_id
 WHERE t.replaces IS NULL AND t.event_id {{events}}
@@ -103,7 +104,7 @@ GROUP BY t.event_id"""
 # order, so each comes after the ticket it replaces) and check-ins of original tickets.
 _TICKET_EXTRAS = f"""
 SELECT t.event_id, t.ticket_id, t.order_id, t.user_id, t.seat_no, t.section_id, {TICKET_STATUS_SQL},
-       extract(epoch FROM c.checked_in_at)::float8, c.gate, t.replaces
+       extract(epoch FROM c.checked_in_at)::float8, c.gate, t.replaces, t.price_cents
 FROM tickets t LEFT JOIN checkins c ON c.ticket_id = t.ticket_id
 WHERE (t.replaces IS NOT NULL OR c.ticket_id IS NOT NULL OR t.status = 'checked_in') AND t.event_id {{events}}
 ORDER BY t.issued_at, t.ticket_id"""
@@ -131,11 +132,12 @@ async def load_events(pool: asyncpg.Pool, slots: list[int], event_ids: list[UUID
         loaded[record[0]].orders = OrderColumns(record[1], record[2], record[3])
     for record in tickets:
         loaded[record[0]].tickets = TicketColumns(record[1], record[2], record[3], _int4s(record[4]),
-                                                  _int4s(record[5]), record[6])
+                                                  _int4s(record[5]), record[6], prices=_int4s(record[7]))
     _add_extras(loaded, extras)
     for record in holds:
         loaded[record[0]].holds.append(HoldRow(record[1], record[2], record[3], record[4], tuple(record[5]),
-                                               record[6], record[7]))
+                                               record[6], record[7], record[8],
+                                               None if record[9] is None else tuple(record[9])))
     return loaded
 
 

@@ -50,13 +50,14 @@ class LookupFailed(Exception):
 
 
 _HOLD = """
-SELECT h.event_id, h.user_id, h.status, h.kind, h.section_id, h.seat_nos, h.quantity,
-       extract(epoch FROM h.expires_at)::float8 AS expires_at_s, o.order_id
+SELECT h.event_id, h.user_id, h.status, h.kind, h.section_id, h.seat_nos, h.quantity, h.total_cents,
+       h.item_prices_cents, extract(epoch FROM h.expires_at)::float8 AS expires_at_s, o.order_id
 FROM holds h LEFT JOIN orders o ON o.hold_id = h.hold_id
 WHERE h.hold_id = $1"""
 
 _TICKET_COLUMNS = f"""t.ticket_id, t.event_id, t.order_id, t.user_id, t.seat_no, t.section_id, t.replaces,
-       {TICKET_STATUS_SQL} AS status, extract(epoch FROM c.checked_in_at)::float8 AS checked_in_at_s, c.gate
+       t.price_cents, {TICKET_STATUS_SQL} AS status,
+       extract(epoch FROM c.checked_in_at)::float8 AS checked_in_at_s, c.gate
 FROM tickets t LEFT JOIN checkins c ON c.ticket_id = t.ticket_id"""
 _TICKET = f"SELECT {_TICKET_COLUMNS} WHERE t.ticket_id = $1"
 _ORDER = "SELECT event_id, user_id, status FROM orders WHERE order_id = $1"
@@ -99,11 +100,19 @@ class DurableLookup:
         if event is None:
             return None
         layout, currency = event
+        # The prices the hold keeps (HoldCreated): per seat if stored, else the total split evenly
+        # (one section); seats across sections without prices are from before migration 008, when
+        # every price was fixed: the layout's.
+        quantity, seat_nos = row["quantity"], row["seat_nos"]
+        prices = row["item_prices_cents"] or [row["total_cents"] // quantity] * quantity
+        if not row["item_prices_cents"] and len({layout.section_of(seat_no).index for seat_no in seat_nos}) > 1:
+            prices = [layout.section_of(seat_no).price_cents for seat_no in seat_nos]
         if row["kind"] == "ga":
             section = layout.section_by_id[row["section_id"]]
-            items: tuple[HoldItem, ...] = (HoldItem(None, section.section_id, section.price_cents),) * row["quantity"]
+            items: tuple[HoldItem, ...] = (HoldItem(None, section.section_id, prices[0]),) * quantity
         else:
-            items = tuple(_seat_item(layout, seat_no) for seat_no in row["seat_nos"])
+            items = tuple(_seat_item(layout, seat_no, price_cents)
+                          for seat_no, price_cents in zip(seat_nos, prices, strict=True))
         return HoldView(hold_id, row["event_id"], HoldStatus(row["status"]), row["expires_at_s"], items,
                         sum(item.price_cents for item in items), currency, row["order_id"])
 
@@ -129,7 +138,7 @@ class DurableLookup:
         for row in tickets:
             if row["replaces"] is not None:
                 continue
-            total_cents += _section_of(layout, row).price_cents
+            total_cents += _ticket_price(layout, row)
             shown = row
             while row["ticket_id"] in successor:  # as TicketBook.buyer_tickets: the buyer's newest
                 row = successor[row["ticket_id"]]
@@ -188,18 +197,24 @@ class PurgeInterrupted(LookupFailed):
         self.purged_before_s = purged_before_s
 
 
-def _seat_item(layout: Layout, seat_no: int) -> HoldItem:
+def _seat_item(layout: Layout, seat_no: int, price_cents: int) -> HoldItem:
     section = layout.section_of(seat_no)
-    return HoldItem(section.seat_label(seat_no), section.section_id, section.price_cents)
+    return HoldItem(section.seat_label(seat_no), section.section_id, price_cents)
 
 
 def _section_of(layout: Layout, row: asyncpg.Record) -> Any:
     return layout.section_by_id[row["section_id"]]
 
 
+def _ticket_price(layout: Layout, row: asyncpg.Record) -> int:
+    """The price the ticket was sold at; a row from before tickets kept one: its section's (fixed then)."""
+    price_cents = row["price_cents"]
+    return _section_of(layout, row).price_cents if price_cents is None else int(price_cents)
+
+
 def _ticket_view(layout: Layout, row: asyncpg.Record) -> TicketView:
     seat_no, gate = row["seat_no"], row["gate"]
     return TicketView(row["ticket_id"], row["event_id"], row["order_id"],
                       None if seat_no is None else layout.seat_label(seat_no), row["section_id"],
-                      _section_of(layout, row).price_cents, TicketStatus(row["status"]),
+                      _ticket_price(layout, row), TicketStatus(row["status"]),
                       row["checked_in_at_s"] if gate is not None else None, gate)

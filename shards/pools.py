@@ -13,7 +13,9 @@ itself once it is back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 
@@ -69,3 +71,30 @@ class ShardPools:
         for pool in self._pools.values():
             pool.terminate()
         self._pools.clear()
+
+
+class OneReaderPerShard:
+    """Queries of a relay that must have one reader per shard at a time (the webhook and mail relays
+    over the outbox): a round holds the shard's advisory lock `lock_key` + shard id, taken without
+    waiting — a shard another worker holds is skipped this round."""
+
+    lock_key: int
+
+    def __init__(self, pool_of: PoolOf) -> None:
+        self._pool_of = pool_of
+
+    async def pool(self, shard_id: int) -> Any:
+        return await self._pool_of(shard_id)
+
+    @asynccontextmanager
+    async def holding(self, shard_id: int, timeout_s: float) -> AsyncIterator[Any]:
+        """A connection of the shard holding its lock, or None when another reader holds it."""
+        pool = await self.pool(shard_id)
+        async with pool.acquire(timeout=timeout_s) as connection:
+            if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key + shard_id):
+                yield None
+                return
+            try:
+                yield connection
+            finally:
+                await connection.fetchval("SELECT pg_advisory_unlock($1)", self.lock_key + shard_id)

@@ -19,9 +19,12 @@ from uuid import UUID
 from shards.pools import PoolOf
 
 # One query per shard: the events after the cursor in (starts_at, event_id) keyset order — the
-# `events_starts_at` index serves it directly — each with its sections as one jsonb array (a
+# `events_starts_at` index serves it directly, `events_search` (GIN) a text search and
+# `events_organizer` an organizer's list — each with its sections as one jsonb array (a
 # correlated subquery on the sections primary key), so a page is one round trip. The router's
-# pools have no jsonb codec, so jsonb columns arrive as text.
+# pools have no jsonb codec, so jsonb columns arrive as text. The text query ($6) is a tsquery
+# the router built from quoted words (router/browse.py `text_query`); it is a parameter, never
+# part of the SQL.
 EVENTS_PAGE_SQL = """
 SELECT e.event_id, e.organizer_id, e.title, e.category, e.description, e.venue, e.starts_at, e.ends_at,
        e.currency, e.hold_seconds, e.per_person_limit, e.queue, e.sale_windows, e.status, e.created_at,
@@ -35,10 +38,11 @@ SELECT e.event_id, e.organizer_id, e.title, e.category, e.description, e.venue, 
    AND ($3::timestamptz IS NULL OR e.starts_at < $3)
    AND ($4::text IS NULL OR e.category = $4)
    AND ($5::text IS NULL OR e.city = $5)
-   AND ($6::text IS NULL OR e.title ILIKE '%' || $6 || '%' ESCAPE '\\')
+   AND ($6::text IS NULL OR e.search @@ to_tsquery('simple', $6))
    AND ($7::text IS NULL OR e.status = $7)
+   AND ($8::text IS NULL OR e.organizer_id = $8)
  ORDER BY e.starts_at, e.event_id
- LIMIT $8
+ LIMIT $9
 """
 
 # Tickets voided after the cursor, in (updated_at, ticket_id) order.
@@ -52,15 +56,16 @@ PROBE_SQL = "SELECT 1"
 
 @dataclass(frozen=True, slots=True)
 class EventListQuery:
-    """The filters and page size of `GET /v1/events`; `title_contains` is already LIKE-escaped
-    (with backslash)."""
+    """The filters and page size of `GET /v1/events`. `text_query` is `to_tsquery` input made of
+    quoted words only (router/browse.py `text_query`); `organizer_id` is already authorized."""
 
     after: tuple[datetime, UUID]
     starts_before: datetime | None
     category: str | None
     city: str | None
-    title_contains: str | None
+    text_query: str | None
     status: str | None
+    organizer_id: str | None
     limit: int
 
 
@@ -83,7 +88,8 @@ class ReadQueries:
         async with asyncio.timeout(timeout_s):  # covers pool creation, acquiring a connection and the query
             pool = await self._pool_of(shard_id)
             rows = await pool.fetch(EVENTS_PAGE_SQL, *query.after, query.starts_before, query.category, query.city,
-                                    query.title_contains, query.status, query.limit + 1, timeout=timeout_s)
+                                    query.text_query, query.status, query.organizer_id, query.limit + 1,
+                                    timeout=timeout_s)
         return [dict(row) for row in rows]
 
     async def revocations(self, shard_id: int, event_id: UUID, after: tuple[datetime, UUID] | None,

@@ -19,10 +19,30 @@ class EventRowsCreated(NamedTuple):
 
 
 class EventFieldsChanged(NamedTuple):
-    """Organizer changes to an event's queue settings or sale windows."""
+    """Organizer changes to an event's queue settings or sale windows; ``before`` holds the same
+    fields as they were and ``at_s`` the time, for the audit log."""
 
     event_id: UUID
     fields: dict[str, Any]
+    before: dict[str, Any]
+    at_s: float
+
+
+class AuditContext(NamedTuple):
+    """Who caused the records that follow, up to the next `AuditContext` (`AUDIT_CONTEXT_END`
+    closes a request's records): the writer stamps the audit rows of those records with it.
+
+    The actor shell emits one before and one after the changes of an `actors.protocol.Attributed`
+    request, so a command applied without one (the expiry timer's, a resolver's) never inherits
+    the context of the command before it in the same batch. Writes nothing by itself.
+    """
+
+    actor: str | None
+    actor_role: str | None
+    request_id: str | None
+
+
+AUDIT_CONTEXT_END = AuditContext(None, None, None)
 
 
 class PaymentRecorded(NamedTuple):

@@ -11,7 +11,10 @@ the hold, state and order the batch first saw; a GA pool by the counters it firs
 new claim is a plain insert (the primary key refuses a double claim), so a database that disagrees
 with the actor's memory fails the transaction (`Diverged`) instead of being overwritten. `execute_plan` then
 runs a fixed, small number of bulk statements (COPY or ``unnest`` arrays) after the lease check.
-The audit log keeps every transition, in order, not just the net effect.
+The audit log keeps every transition, in order, not just the net effect — of orders, tickets,
+check-ins, payments and the event, never of holds (holds are counted by the actor's metrics, not
+audited: they were most of the log's rows, and a hold's own row keeps its status and times); see
+`shards.audit` for the request context stamped on each row.
 
 The writer runs on a connection of its own (`connect_writer`) whose timestamptz codec takes POSIX
 seconds (see `_Timestamps`), so every time in a plan is the change records' own float ``at_s``.
@@ -30,6 +33,7 @@ import asyncpg
 from actors.inventory.changes import (
     SYSTEM_ACTOR,
     CheckedIn,
+    EventSoldOut,
     EventStatusChanged,
     HoldCreated,
     HoldStatusChanged,
@@ -40,13 +44,17 @@ from actors.inventory.changes import (
     SeatsClaimed,
     SeatsReleased,
     SeatsSold,
+    SectionPriceChanged,
     TicketsIssued,
     TicketStatusChanged,
 )
 from actors.wire import interned_pg_uuid
+from shards import outbox
+from shards.audit import AUDIT_COLUMNS, PRICE_CHANGED_ACTION, AuditRows
 from shards.codec import ResultCodec
 from shards.event_rows import configure_json, insert_event, update_event
 from shards.records import (
+    AuditContext,
     EventFieldsChanged,
     EventRowsCreated,
     PaymentRecorded,
@@ -72,6 +80,23 @@ class Fenced(Exception):
 
 class Diverged(Exception):
     """The database disagrees with the actor's memory (a guarded update matched fewer rows)."""
+
+
+# The database's own guards against selling a seat or a GA unit twice (shards/sql/002_inventory.sql),
+# by the name Postgres reports in a refusal: one claim per seat, one live ticket per seat, a pool's
+# held + sold within its capacity. The core applies the same rules before a command reaches the
+# writer, so a batch refused by one of them was computed on memory that disagrees with the rows (a
+# second writer, a layout changed under the shard, a bug): nothing is sold twice, but it must
+# never happen. Poison isolation counts it (`ticketing_actor_oversell_refused_total`) and it pages.
+OVERSELL_GUARDS = ("seat_claims_pkey", "tickets_one_live_per_seat", "ga_pools_check")
+
+
+def oversell_guard(error: BaseException) -> str | None:
+    """The guard of `OVERSELL_GUARDS` that refused a write, or None for any other error."""
+    if not isinstance(error, asyncpg.IntegrityConstraintViolationError):
+        return None
+    name = getattr(error, "constraint_name", None)
+    return name if name in OVERSELL_GUARDS else None
 
 
 # --- the writer's connection --------------------------------------------------------------------
@@ -137,16 +162,16 @@ async def connect_writer(dsn: str, *, timeout_s: float) -> asyncpg.Connection:
 # in the same batch can set their final status (second to last) and updated_at (last). Rows that
 # existed before the batch are updates: ``[id, status the batch first saw, final status, at_s]``.
 # Both are keyed by ``id.int``: hashing an int is C, ``UUID.__hash__`` is Python.
-HOLD_COLUMNS = ("hold_id", "event_id", "user_id", "kind", "section_id", "seat_nos", "quantity", "total_cents",
-                "expires_at", "created_at", "status", "updated_at")
+HOLD_COLUMNS = ("hold_id", "event_id", "user_id", "kind", "section_id", "seat_nos", "item_prices_cents", "quantity",
+                "total_cents", "expires_at", "created_at", "status", "updated_at")
 # A hold without seats (GA) leaves ``seat_nos`` to its default '{}': encoding an empty int[] cost
-# ~1 µs per row, a third of the row (measured).
-POOL_HOLD_COLUMNS = tuple(column for column in HOLD_COLUMNS if column != "seat_nos")
+# ~1 µs per row, a third of the row (measured). Its one price is total_cents / quantity, so it
+# leaves ``item_prices_cents`` NULL too (migration 008).
+POOL_HOLD_COLUMNS = tuple(column for column in HOLD_COLUMNS if column not in ("seat_nos", "item_prices_cents"))
 ORDER_COLUMNS = ("order_id", "event_id", "hold_id", "user_id", "total_cents", "currency", "created_at", "status",
                  "updated_at")
-TICKET_COLUMNS = ("ticket_id", "event_id", "order_id", "user_id", "seat_no", "section_id", "replaces", "issued_at",
-                  "status", "updated_at")
-AUDIT_COLUMNS = ("event_id", "actor", "entity", "entity_id", "from_status", "to_status", "at")
+TICKET_COLUMNS = ("ticket_id", "event_id", "order_id", "user_id", "seat_no", "section_id", "replaces", "price_cents",
+                  "issued_at", "status", "updated_at")
 
 
 @dataclass
@@ -167,18 +192,24 @@ class BatchPlan:
     pools: dict[tuple[int, str], PoolCountersChanged] = field(default_factory=dict)  # the last per pool ...
     pools_first: dict[tuple[int, str], PoolCountersChanged] = field(default_factory=dict)  # ... and the first
     event_status: dict[UUID, tuple[str, str, float]] = field(default_factory=dict)
+    # (event_id, section_id) → [the price the batch first saw, the last price it set]
+    section_prices: dict[tuple[UUID, str], list[int]] = field(default_factory=dict)
     checkins: list[tuple[UUID, UUID, str, float]] = field(default_factory=list)
     idempotency: list[IdempotencyRecorded] = field(default_factory=list)
     new_events: list[EventRowsCreated] = field(default_factory=list)
     event_fields: list[EventFieldsChanged] = field(default_factory=list)
     payments: list[PaymentRecorded] = field(default_factory=list)
     holders: list[TicketHoldersRecorded] = field(default_factory=list)
-    audit: list[tuple[UUID, str, str, UUID, str | None, str, float]] = field(default_factory=list)
+    audit: AuditRows = field(default_factory=AuditRows)
+    # Webhook events caused by the batch (shards/outbox.py), and the payloads of its new orders.
+    outbox: list[list[Any]] = field(default_factory=list)
+    outbox_orders: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
         return not (self.new_holds or self.new_orders or self.new_tickets or self.hold_updates or self.order_updates
                     or self.ticket_updates or self.seats or self.pools or self.event_status or self.checkins
+                    or self.section_prices
                     or self.idempotency or self.new_events or self.event_fields or self.payments or self.holders)
 
 
@@ -222,8 +253,6 @@ def plan_batch(changes: Iterable[Any]) -> BatchPlan:  # noqa: C901 — one flat 
         elif kind is HoldStatusChanged:
             _transition(plan.new_holds, plan.hold_updates, change.hold_id, change.from_status, change.to_status,
                         change.at_s)
-            audit.append((change.event_id, change.actor, "hold", change.hold_id, change.from_status,
-                          change.to_status, change.at_s))
         elif kind is SeatsClaimed:
             _fold_seats(plan, change.event_id, change.seat_nos, (change.hold_id, _HELD, None), None)
         elif kind is SeatsSold:
@@ -240,34 +269,54 @@ def plan_batch(changes: Iterable[Any]) -> BatchPlan:  # noqa: C901 — one flat 
                 change.order_id, change.event_id, change.hold_id, change.user_id, change.total_cents, change.currency,
                 at_s, "confirmed", at_s]
             audit.append((change.event_id, change.user_id, "order", change.order_id, None, "confirmed", at_s))
+            outbox.fold(plan.outbox, plan.outbox_orders, change)
         elif kind is OrderStatusChanged:
             _transition(plan.new_orders, plan.order_updates, change.order_id, change.from_status, change.to_status,
                         change.at_s)
             audit.append((change.event_id, change.actor, "order", change.order_id, change.from_status,
                           change.to_status, change.at_s))
+            outbox.fold(plan.outbox, plan.outbox_orders, change)
         elif kind is TicketsIssued:
             _fold_issued(plan, change)
+            outbox.fold(plan.outbox, plan.outbox_orders, change)
         elif kind is TicketStatusChanged:
-            _transition(plan.new_tickets, plan.ticket_updates, change.ticket_id, change.from_status,
+            # A check-in is a `checkins` row beside a `valid` ticket row (shards/loader.py), so a
+            # checked-in ticket's row is found as `valid` (an event cancellation voids it).
+            stored_from = "valid" if change.from_status == "checked_in" else change.from_status
+            _transition(plan.new_tickets, plan.ticket_updates, change.ticket_id, stored_from,
                         change.to_status, change.at_s)
             audit.append((change.event_id, change.actor, "ticket", change.ticket_id, change.from_status,
                           change.to_status, change.at_s))
+            outbox.fold(plan.outbox, plan.outbox_orders, change)
         elif kind is CheckedIn:
             plan.checkins.append((change.ticket_id, change.event_id, change.gate, change.at_s))
+            audit.add((change.event_id, SYSTEM_ACTOR, "ticket", change.ticket_id, "valid", "checked_in", change.at_s),
+                      None, {"gate": change.gate})
+            outbox.fold(plan.outbox, plan.outbox_orders, change)
         elif kind is EventStatusChanged:
             first = plan.event_status.get(change.event_id)
             from_status = first[0] if first else change.from_status
             plan.event_status[change.event_id] = (from_status, change.to_status, change.at_s)
             audit.append((change.event_id, change.actor, "event", change.event_id, change.from_status,
                           change.to_status, change.at_s))
+            outbox.fold(plan.outbox, plan.outbox_orders, change)
+        elif kind is EventSoldOut:
+            outbox.fold(plan.outbox, plan.outbox_orders, change)
+        elif kind is SectionPriceChanged:
+            _fold_price(plan, change)
         elif kind is IdempotencyRecorded:
             plan.idempotency.append(change)
         elif kind is EventRowsCreated:
             plan.new_events.append(change)
+            _audit_event_created(audit, change)
         elif kind is EventFieldsChanged:
             plan.event_fields.append(change)
+            _audit_event_fields(audit, change)
         elif kind is PaymentRecorded:
             plan.payments.append(change)
+            _audit_payment(audit, change)
+        elif kind is AuditContext:
+            audit.context = change
         elif kind is TicketHoldersRecorded:
             plan.holders.append(change)
         else:
@@ -276,26 +325,63 @@ def plan_batch(changes: Iterable[Any]) -> BatchPlan:  # noqa: C901 — one flat 
 
 
 def _fold_hold_created(plan: BatchPlan, change: HoldCreated) -> None:
-    event_id, hold_id, user_id, kind, section_id, seat_nos, quantity, total_cents, expires_at_s, at_s = change
+    event_id, hold_id, user_id, kind, section_id, seat_nos, quantity, total_cents, expires_at_s, at_s, prices = change
     event_id = interned_pg_uuid(event_id.int)
     if seat_nos:
-        row = [hold_id, event_id, user_id, kind, section_id, list(seat_nos), quantity, total_cents, expires_at_s, at_s,
-               _HELD, at_s]
+        row = [hold_id, event_id, user_id, kind, section_id, list(seat_nos), None if prices is None else list(prices),
+               quantity, total_cents, expires_at_s, at_s, _HELD, at_s]
         plan.seat_hold_rows.append(row)
     else:
         row = [hold_id, event_id, user_id, kind, section_id, quantity, total_cents, expires_at_s, at_s, _HELD, at_s]
         plan.pool_hold_rows.append(row)
     plan.new_holds[hold_id.int] = row
-    plan.audit.append((event_id, user_id, "hold", hold_id, None, _HELD, at_s))
+
+
+def _audit_event_created(audit: AuditRows, change: EventRowsCreated) -> None:
+    event = change.event
+    audit.add((event["event_id"], event["organizer_id"], "event", event["event_id"], None, event["status"],
+               event["created_at"].timestamp()), "event.created",
+              {"title": event["title"], "sections": [section["section_id"] for section in change.sections]})
+
+
+def _fold_price(plan: BatchPlan, change: SectionPriceChanged) -> None:
+    """The section's net price change (guarded by the first price seen), and every step audited."""
+    key = (change.event_id, change.section_id)
+    prices = plan.section_prices.get(key)
+    if prices is None:
+        plan.section_prices[key] = [change.from_cents, change.to_cents]
+    else:
+        prices[1] = change.to_cents
+    plan.audit.add((change.event_id, change.actor, "event", change.event_id, str(change.from_cents),
+                    str(change.to_cents), change.at_s), PRICE_CHANGED_ACTION,
+                   {"section": change.section_id, "from_cents": change.from_cents, "to_cents": change.to_cents})
+
+
+def _audit_event_fields(audit: AuditRows, change: EventFieldsChanged) -> None:
+    audit.add((change.event_id, SYSTEM_ACTOR, "event", change.event_id, None, "updated", change.at_s),
+              "event.updated",
+              {"fields": sorted(change.fields), "from": change.before, "to": change.fields})
+
+
+def _audit_payment(audit: AuditRows, change: PaymentRecorded) -> None:
+    """A payment row's report (charge or refund, pending → succeeded …): the upsert does not read the
+    row's previous status, so ``from`` is left empty; the sequence of rows is its history."""
+    audit.add((change.event_id, SYSTEM_ACTOR, "payment", change.payment_id, None, change.status, change.at_s),
+              f"{change.kind}.{change.status}",
+              {"kind": change.kind, "amount_cents": change.amount_cents, "currency": change.currency,
+               "order_id": None if change.order_id is None else str(change.order_id)})
 
 
 def _fold_issued(plan: BatchPlan, change: TicketsIssued) -> None:
     at_s = change.at_s
     actor = change.user_id or SYSTEM_ACTOR
-    for ticket_id, seat_no, section_id in zip(change.ticket_ids, change.seat_nos, change.section_ids, strict=True):
+    # Records from before tickets kept their price carry none: the column stays NULL (the section's).
+    prices = change.prices_cents or (None,) * len(change.ticket_ids)
+    for ticket_id, seat_no, section_id, price_cents in zip(change.ticket_ids, change.seat_nos, change.section_ids,
+                                                           prices, strict=True):
         plan.new_tickets[ticket_id.int] = [
-            ticket_id, change.event_id, change.order_id, change.user_id, seat_no, section_id, change.replaces, at_s,
-            "valid", at_s]
+            ticket_id, change.event_id, change.order_id, change.user_id, seat_no, section_id, change.replaces,
+            price_cents, at_s, "valid", at_s]
         plan.audit.append((change.event_id, actor, "ticket", ticket_id, None, "valid", at_s))
 
 
@@ -357,6 +443,8 @@ async def execute_plan(connection: asyncpg.Connection, plan: BatchPlan, codec: R
             "UPDATE events SET status = $2, updated_at = $4 WHERE event_id = $1 AND status = $3",
             event_id, to_status, from_status, at_s)
         _expect(status, 1, "events")
+    if plan.section_prices:
+        await _write_prices(connection, plan)
     if plan.checkins:
         await connection.copy_records_to_table(
             "checkins", records=plan.checkins, columns=("ticket_id", "event_id", "gate", "checked_in_at"))
@@ -384,6 +472,22 @@ async def execute_plan(connection: asyncpg.Connection, plan: BatchPlan, codec: R
             list(recorded.ticket_ids), list(recorded.names), list(recorded.emails))
     if plan.audit:
         await connection.copy_records_to_table("audit_log", records=plan.audit, columns=AUDIT_COLUMNS)
+    if plan.outbox:
+        await outbox.write(connection, plan.outbox)
+
+
+async def _write_prices(connection: asyncpg.Connection, plan: BatchPlan) -> None:
+    """Dynamic sections' prices, each guarded by the price the batch first saw (`Diverged` otherwise);
+    the table's CHECK refuses a price outside the section's bounds."""
+    keys = list(plan.section_prices)
+    status = await connection.execute(
+        """UPDATE sections s SET price_cents = u.to_cents
+           FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[]) AS u(event_id, section_id, from_cents, to_cents)
+           WHERE s.event_id = u.event_id AND s.section_id = u.section_id AND s.price_cents = u.from_cents
+             AND s.pricing_mode = 'dynamic'""",
+        [key[0] for key in keys], [key[1] for key in keys], [plan.section_prices[key][0] for key in keys],
+        [plan.section_prices[key][1] for key in keys])
+    _expect(status, len(keys), "sections")
 
 
 async def _insert_new(connection: asyncpg.Connection, plan: BatchPlan) -> None:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from cluster.native import CORE_STATUS
-from tests.harness import RunningCluster, down, start_cluster
+from tests.harness import RunningCluster, running_cluster
 
 
 def pytest_report_header() -> str:
@@ -22,14 +22,8 @@ def pytest_report_header() -> str:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    data_dir = Path(tmp_path_factory.mktemp("cluster")) / "data"
-    running = start_cluster(data_dir)
-    try:
-        running.wait_ready()
+    with running_cluster(Path(tmp_path_factory.mktemp("cluster")) / "data") as running:
         yield running
-    finally:
-        running.stop()
-        down(data_dir)
 
 
 @pytest.fixture(scope="session")

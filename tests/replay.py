@@ -26,6 +26,7 @@ from actors.inventory.changes import (
     SeatsClaimed,
     SeatsReleased,
     SeatsSold,
+    SectionPriceChanged,
     TicketsIssued,
     TicketStatusChanged,
 )
@@ -43,6 +44,7 @@ class RowsProjection:
         self.pools: dict[tuple[UUID, str], tuple[int, int]] = {}  # → (held, sold)
         self.idempotency: list[IdempotencyRecorded] = []
         self.event_statuses: dict[UUID, str] = {}
+        self.section_prices: dict[tuple[UUID, str], int] = {}  # sections.price_cents, where it moved
         self._order_holds: dict[UUID, UUID] = {}  # order_id → its hold (names a refund's claims)
 
     def apply_all(self, changes: Iterable[Change]) -> None:
@@ -60,6 +62,8 @@ class RowsProjection:
                     change.seat_nos,
                     change.quantity,
                     change.expires_at_s,
+                    change.total_cents,
+                    change.item_prices_cents,
                 )
                 self.holds[change.hold_id] = (change.event_id, row)
             case HoldStatusChanged():
@@ -98,8 +102,8 @@ class RowsProjection:
                 event_id, order = self.orders[change.order_id]
                 self.orders[change.order_id] = (event_id, order._replace(status=change.to_status))
             case TicketsIssued():
-                for ticket_id, ticket_seat_no, section_id in zip(
-                    change.ticket_ids, change.seat_nos, change.section_ids, strict=True
+                for ticket_id, ticket_seat_no, section_id, price_cents in zip(
+                    change.ticket_ids, change.seat_nos, change.section_ids, change.prices_cents, strict=True
                 ):
                     issued = TicketRow(
                         ticket_id,
@@ -109,6 +113,7 @@ class RowsProjection:
                         section_id,
                         TicketStatus.VALID,
                         replaces=change.replaces,
+                        price_cents=price_cents,
                     )
                     self.tickets[ticket_id] = (change.event_id, issued)
             case TicketStatusChanged():
@@ -122,8 +127,18 @@ class RowsProjection:
                 )
             case IdempotencyRecorded():
                 self.idempotency.append(change)
+            case SectionPriceChanged():
+                self._set_price(change)
             case _:
                 self.event_statuses[change.event_id] = change.to_status
+
+    def _set_price(self, change: SectionPriceChanged) -> None:
+        """UPDATE sections SET price_cents, guarded by the price the change found."""
+        key = (change.event_id, change.section_id)
+        if self.section_prices.get(key, change.from_cents) != change.from_cents:
+            raise ValueError(f"section {change.section_id} is at {self.section_prices[key]}, the change expected "
+                             f"{change.from_cents}")
+        self.section_prices[key] = change.to_cents
 
     def event_rows(self, event_id: UUID) -> tuple[list[HoldRow], list[OrderRow], list[TicketRow]]:
         """What recovery reads for one event: live holds, orders, tickets in issue order."""

@@ -140,3 +140,21 @@ def check_database(cluster: RunningCluster, event_id: str) -> dict[str, Any]:
     assert set(claims) == set(live_seats) | sold, "a claim without a live hold or a ticket"
     return {"claims": len(claims), "live_seats": len(live_seats), "sold_seats": len(sold),
             "pools": {row["section_id"]: (row["held"], row["sold"]) for row in rows["pools"]}}
+
+
+def listing_pages(http: httpx.Client, limit: int, headers: dict[str, str] | None = None,
+                  **params: str) -> list[dict[str, Any]]:
+    """Every item of `GET /v1/events` with `params`, following next_cursor with pages of `limit`."""
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for _ in range(200):
+        query = {**params, "limit": str(limit), **({"cursor": cursor} if cursor else {})}
+        response = http.get("/v1/events", params=query, headers=headers or {})
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert len(page["items"]) <= limit
+        items.extend(page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+    raise AssertionError("the listing never ended")

@@ -21,6 +21,7 @@ two independent readings of what the writer must store.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,8 +34,7 @@ from hypothesis import strategies as st
 
 from actors.event_bodies import event_row, layout_of, section_rows, settings_of
 from actors.inventory.changes import (
-    HoldCreated,
-    HoldStatusChanged,
+    CheckedIn,
     OrderCreated,
     OrderStatusChanged,
     TicketsIssued,
@@ -259,14 +259,17 @@ def projected_rows(projection: RowsProjection, event_ids: list[uuid.UUID]) -> di
 
 
 def expected_audit(changes: list[Any]) -> list[tuple[str, uuid.UUID, str | None, str, str, float]]:
-    """Every transition the records describe, in order: (entity, id, from, to, actor, at_s)."""
+    """Every transition the records describe, in order: (entity, id, from, to, actor, at_s); an
+    event's creation is its first (``None`` → its status, by its organizer).
+
+    Holds are not audited (issue 15: counted by the actors' metrics, kept in their own rows), so
+    HoldCreated and HoldStatusChanged add nothing; a check-in is (no request context in these
+    runs, so its actor is "system")."""
     audit: list[tuple[str, uuid.UUID, str | None, str, str, float]] = []
     for change in changes:
         kind = type(change)
-        if kind is HoldCreated:
-            audit.append(("hold", change.hold_id, None, "held", change.user_id, change.at_s))
-        elif kind is HoldStatusChanged:
-            audit.append(("hold", change.hold_id, change.from_status, change.to_status, change.actor, change.at_s))
+        if kind is CheckedIn:
+            audit.append(("ticket", change.ticket_id, "valid", "checked_in", "system", change.at_s))
         elif kind is OrderCreated:
             audit.append(("order", change.order_id, None, "confirmed", change.user_id, change.at_s))
         elif kind is OrderStatusChanged:
@@ -280,12 +283,16 @@ def expected_audit(changes: list[Any]) -> list[tuple[str, uuid.UUID, str | None,
         elif type(change).__name__ == "EventStatusChanged":
             audit.append(("event", change.event_id, change.from_status, change.to_status, change.actor,
                           change.at_s))
+        elif kind is EventRowsCreated:
+            event = change.event
+            audit.append(("event", event["event_id"], None, event["status"], event["organizer_id"],
+                          event["created_at"].timestamp()))
     return audit
 
 
 def audit_row(row: Any) -> tuple[str, uuid.UUID, str | None, str, str, float]:
     """A plan's audit row (or a stored one, by `AUDIT_COLUMNS`) as in `expected_audit`."""
-    values = dict(zip(AUDIT_COLUMNS, row, strict=True))
+    values = dict(zip(AUDIT_COLUMNS, row, strict=False))  # a stored row may name the first 7 only
     at = values["at"]
     at_s = at.timestamp() if isinstance(at, datetime) else float(at)
     return (values["entity"], _id(values["entity_id"]), values["from_status"], values["to_status"],
@@ -433,7 +440,8 @@ class TableModel:
         }
 
     def _status_changed(self) -> set[uuid.UUID]:
-        return {_id(row[3]) for row in self.audit if row[2] == "event"}
+        # An event's status transitions; its creation (from None) and edits are not status changes.
+        return {_id(row[3]) for row in self.audit if row[2] == "event" and row[4] is not None}
 
 
 def claim_matches(stored: tuple[uuid.UUID, str, uuid.UUID | None] | None,
@@ -480,3 +488,15 @@ async def stored_rows(connection: asyncpg.Connection, event_id: uuid.UUID) -> di
 def batches_of(run: Run) -> Iterator[list[Any]]:
     """The non-empty batches, in order."""
     return (batch for batch in run.batches if batch)
+
+
+@contextlib.contextmanager
+def scratch_database(cluster: Any, name: str) -> Iterator[str]:
+    """A fresh migrated database `name` on the test cluster's Postgres, dropped afterwards."""
+    from loadtest.isolated import create_database, drop_database
+
+    dsn = create_database(str(cluster.state()["pg_dsns"][0]), name)
+    try:
+        yield dsn
+    finally:
+        drop_database(dsn)

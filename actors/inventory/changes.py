@@ -31,7 +31,12 @@ SYSTEM_ACTOR = "system"
 
 
 class HoldCreated(NamedTuple):
-    """INSERT into ``holds`` (status ``held``). GA holds name their pool; seat holds their seats."""
+    """INSERT into ``holds`` (status ``held``). GA holds name their pool; seat holds their seats.
+
+    Every item's price is ``total_cents / quantity`` (one section) unless ``item_prices_cents``
+    gives one per seat (always for seats across sections): the prices a hold keeps
+    (docs/inventory.md).
+    """
 
     event_id: UUID
     hold_id: UUID
@@ -43,6 +48,7 @@ class HoldCreated(NamedTuple):
     total_cents: int
     expires_at_s: float
     at_s: float
+    item_prices_cents: tuple[int, ...] | None = None
 
 
 class HoldStatusChanged(NamedTuple):
@@ -132,6 +138,8 @@ class TicketsIssued(NamedTuple):
 
     ``seat_nos[i]`` is None for a GA unit of ``section_ids[i]``. A transfer issues one ticket
     with ``replaces`` naming the voided ticket it replaces (recovery follows these links).
+    ``prices_cents[i]`` is the price the ticket was sold at (a transfer's ticket keeps its
+    original's); empty only in records built before tickets kept their price.
     """
 
     event_id: UUID
@@ -142,6 +150,7 @@ class TicketsIssued(NamedTuple):
     section_ids: tuple[str, ...]
     at_s: float
     replaces: UUID | None = None
+    prices_cents: tuple[int, ...] = ()
 
 
 class TicketStatusChanged(NamedTuple):
@@ -166,6 +175,29 @@ class EventStatusChanged(NamedTuple):
     event_id: UUID
     from_status: str
     to_status: str
+    actor: str
+    at_s: float
+
+
+class EventSoldOut(NamedTuple):
+    """The confirmation that sold an event's last unit: nothing is available or held any more. No
+    table changes; the outbox's ``event.sold_out``. A refund that puts units back and a later sale
+    that takes the last again record it again."""
+
+    event_id: UUID
+    at_s: float
+
+
+class SectionPriceChanged(NamedTuple):
+    """UPDATE ``sections.price_cents`` (guarded by ``from_cents``); audit (``section.price_changed``).
+
+    A dynamic section's price, for holds placed from now on (docs/organizers.md "Dynamic pricing").
+    """
+
+    event_id: UUID
+    section_id: str
+    from_cents: int
+    to_cents: int
     actor: str
     at_s: float
 
@@ -196,5 +228,7 @@ Change = (
     | TicketStatusChanged
     | CheckedIn
     | EventStatusChanged
+    | EventSoldOut
+    | SectionPriceChanged
     | IdempotencyRecorded
 )

@@ -121,7 +121,9 @@ class RefundOrder:
     """Refund a whole order; its valid tickets' inventory goes back on sale.
 
     ``by_organizer`` skips the owner check (organizers refund any order of their event; the
-    router has checked the role).
+    router has checked the role). ``cancellation`` is the event cancellation's refund (only on a
+    cancelled event, which refuses any other): every ticket of the order, wherever it went,
+    becomes ``cancelled`` and the whole order is paid back (docs/organizers.md "Cancellation").
     """
 
     generated_ids: ClassVar[tuple[str, ...]] = ()
@@ -129,6 +131,7 @@ class RefundOrder:
     order_id: UUID
     by_organizer: bool = False
     idempotency_key: str | None = None
+    cancellation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +170,20 @@ class ChangeEventStatus:
     actor: str
 
 
+@dataclass(frozen=True, slots=True)
+class SetSectionPrice:
+    """Move a dynamic section's price: what new holds pay from now on (held and sold keep theirs).
+
+    Issued by the shard actor's pricing timer (``actor`` ``"system"``) with a price that
+    ``pricing.propose_prices`` computed; the core checks it again against the section's bounds.
+    """
+
+    event_id: UUID
+    section_id: str
+    price_cents: int
+    actor: str
+
+
 UserCommand = (
     HoldSeats
     | HoldGeneralAdmission
@@ -178,7 +195,7 @@ UserCommand = (
     | RefundOrder
     | TransferTicket
 )
-Command = UserCommand | CheckIn | ExpireHold | ChangeEventStatus
+Command = UserCommand | CheckIn | ExpireHold | ChangeEventStatus | SetSectionPrice
 HoldCommand = HoldSeats | HoldGeneralAdmission | HoldBestAvailable
 USER_COMMAND_TYPES = (
     HoldSeats,

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
-from actors.inventory import hold_decisions, ticket_decisions
-from actors.inventory.changes import SYSTEM_ACTOR, Change, EventStatusChanged, IdempotencyRecorded
+from actors.inventory import hold_decisions, pricing, ticket_decisions
+from actors.inventory.changes import SYSTEM_ACTOR, Change, EventSoldOut, EventStatusChanged, IdempotencyRecorded
 from actors.inventory.commands import (
     USER_COMMAND_TYPES,
     BeginCheckout,
@@ -35,6 +35,7 @@ from actors.inventory.commands import (
     HoldSeats,
     RefundOrder,
     ReleaseHold,
+    SetSectionPrice,
     TransferTicket,
     UserCommand,
 )
@@ -58,7 +59,7 @@ from actors.inventory.results import (
     SectionAvailability,
     TicketView,
 )
-from actors.inventory.sales import EventSettings
+from actors.inventory.sales import EventSettings, EventStatus
 
 _NOT_FOUND = -1
 # expire_due pops this many due holds one by one before it sorts the heap instead (_pop_due).
@@ -113,6 +114,7 @@ class ShardInventory:
             TransferTicket: self._transfer,
             CheckIn: self._check_in,
             ChangeEventStatus: self._change_status,
+            SetSectionPrice: self._set_price,
         }
 
     # --- events --------------------------------------------------------------------------------
@@ -126,6 +128,7 @@ class ShardInventory:
     def adopt_event(self, event: EventInventory, live_holds: Iterable[Hold]) -> None:
         """Recovery: take over an event rebuilt from rows, with its live holds, and check it."""
         check_all(event)
+        pricing.check_prices(event)
         self.events[event.event_id] = event
         for hold in live_holds:
             self._track(hold)
@@ -297,6 +300,8 @@ class ShardInventory:
                 now_s,
                 Rejection(ErrorCode.HOLD_EXPIRED, "the hold has expired"),
             )
+        if hold.event.settings.status is EventStatus.CANCELLED:
+            return Outcome(Rejection(ErrorCode.EVENT_CANCELLED, "the event is cancelled"))
         changes = hold_decisions.pin_hold(hold, command.user_id, now_s)
         return _new(Outcome, (hold.event.hold_view(hold), changes, False))
 
@@ -310,11 +315,18 @@ class ShardInventory:
         hold = self._pinned_hold(command.hold_id, command.user_id)
         if isinstance(hold, Rejection):
             return Outcome(hold)
+        if hold.event.settings.status is EventStatus.CANCELLED:
+            # Cancelled while the payment was in flight: the hold fails (the checkout refunds the
+            # charge it made), so no order appears after the cancellation counted its orders.
+            cancelled = Rejection(ErrorCode.EVENT_CANCELLED, "the event is cancelled")
+            return self._end(hold, HoldStatus.FAILED, SYSTEM_ACTOR, now_s, cancelled)
         sold = hold_decisions.sell_hold(hold, command, now_s)
         if isinstance(sold, Rejection):
             return Outcome(sold)
         self._close(hold)
         view, changes = sold
+        if hold.event.sold_out():
+            changes.append(EventSoldOut(hold.event.event_id, now_s))
         return Outcome(view, tuple(changes))
 
     def _fail_checkout(self, command: FailCheckout, now_s: float) -> Outcome:
@@ -371,17 +383,53 @@ class ShardInventory:
         if event is None:
             return Outcome(Rejection(ErrorCode.EVENT_NOT_FOUND, "no such event"))
         from_status = event.settings.status
+        if from_status is EventStatus.CANCELLED and command.status is not EventStatus.CANCELLED:
+            return Outcome(Rejection(ErrorCode.EVENT_CANCELLED, "a cancelled event stays cancelled"))
         event.settings = EventSettings(
             event.settings.currency,
             event.settings.hold_seconds,
             event.settings.per_person_limit,
             event.settings.sale_windows,
             command.status,
+            event.settings.queue_required,  # a pause must not take the event out of queue mode
         )
         change: Change = EventStatusChanged(
             event.event_id, from_status.value, command.status.value, command.actor, now_s
         )
         return Outcome(EventStatusView(event.event_id, command.status.value), (change,))
+
+    def _set_price(self, command: SetSectionPrice, now_s: float) -> Outcome:
+        event = self.events.get(command.event_id)
+        if event is None:
+            return Outcome(Rejection(ErrorCode.EVENT_NOT_FOUND, "no such event"))
+        priced = pricing.set_price(event, command, now_s)
+        return Outcome(priced) if isinstance(priced, Rejection) else Outcome(priced[0], tuple(priced[1]))
+
+    def price_commands(
+        self,
+        step_max_percent: int,
+        actor: str = SYSTEM_ACTOR,
+        demands: dict[UUID, pricing.Demand] | None = None,
+        rule: pricing.DemandRule | None = None,
+        taken_before: dict[UUID, list[int]] | None = None,
+    ) -> list[SetSectionPrice]:
+        """One ``SetSectionPrice`` per dynamic section whose price moves now (pricing.py's rule):
+        toward the share taken, or with `demands` and `rule` toward each event's demand."""
+        commands = []
+        for event_id, event in self.events.items():
+            demand = demands.get(event_id) if demands is not None else None
+            before = taken_before.get(event_id) if taken_before is not None else None
+            for section_id, price_cents in pricing.propose_prices(event, step_max_percent, demand, rule, before):
+                commands.append(SetSectionPrice(event_id, section_id, price_cents, actor))
+        return commands
+
+    def taken_by_section(self) -> dict[UUID, list[int]]:
+        """Held + sold of every section of every event with a dynamic section (the pace's memory)."""
+        return {
+            event_id: [held + sold for held, sold in zip(event.held, event.sold, strict=True)]
+            for event_id, event in self.events.items()
+            if any(section.pricing is not None for section in event.layout.sections)
+        }
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -440,6 +488,7 @@ class ShardInventory:
         """Recount every event from scratch (recovery, tests)."""
         for event in self.events.values():
             check_all(event)
+            pricing.check_prices(event)
         live = [hold for event in self.events.values() for hold in event.hold_table if hold is not None]
         invariant(
             len(live) == len(self._holds) and all(self._holds.get(h.hold_id.int) is h for h in live),

@@ -5,7 +5,10 @@ available, ``h`` held, ``s`` sold, ``x`` blocked, so a seat-map row is one slice
 and one ``int32`` in ``seat_ref``: the hold's position (in ``hold_table``) while held, the ticket serial once sold, -1
 otherwise. Per section: ``held`` and ``sold`` counters (GA pools *are* these counters; seated
 sections keep them so availability is O(sections)). Per user: a 16-byte key and one ``int32``
-counting live held units plus live tickets, for the per-person limit.
+counting live held units plus live tickets, for the per-person limit. Per section, ``prices``
+is the price a new hold pays now: the layout's price, moved by ``set_price`` for a dynamic
+section. A hold keeps the prices it was placed at and a ticket the price it was sold at, so
+nothing already held or sold is repriced.
 
 The primitives here never decide: callers (hold_decisions.py, ticket_decisions.py) check first, then mutate.
 """
@@ -48,6 +51,7 @@ class EventInventory:
         "layout",
         "open_row",
         "pool_item",
+        "prices",
         "seat_ref",
         "seat_status",
         "settings",
@@ -79,8 +83,14 @@ class EventInventory:
         self.hold_table: list[Hold | None] = []
         self._free_positions: list[int] = []
         self.tickets = TicketBook()
-        # GA items are identical for every unit of a pool: build them once.
+        self.prices = array("i", [section.price_cents for section in layout.sections])
+        # GA items are identical for every unit of a pool at one price: build them once per price.
         self.pool_item = {s.index: HoldItem(None, s.section_id, s.price_cents) for s in layout.sections}
+
+    def set_price(self, section: Section, price_cents: int) -> None:
+        """The price new holds of ``section`` pay from now on (checked by the caller)."""
+        self.prices[section.index] = price_cents
+        self.pool_item[section.index] = HoldItem(None, section.section_id, price_cents)
 
     # --- users -------------------------------------------------------------------------------
 
@@ -105,6 +115,10 @@ class EventInventory:
     def available(self, section: Section) -> int:
         index = section.index
         return section.capacity - self.held[index] - self.sold[index] - self.blocked[index]
+
+    def sold_out(self) -> bool:
+        """Every unit of every section sold (blocked seats are not for sale)."""
+        return all(s.capacity == self.sold[s.index] + self.blocked[s.index] for s in self.layout.sections)
 
     # --- holds: positions, claims, releases --------------------------------------------------------
 
@@ -187,25 +201,35 @@ class EventInventory:
     # --- views ---------------------------------------------------------------------------------
 
     def seat_items(self, seat_nos: tuple[int, ...]) -> tuple[HoldItem, ...]:
-        """One item per seat, with its label; ``Layout.section_of`` and ``Section.seat_label``
-        inlined (four calls per seat cost more than the two bisects)."""
-        seated, starts = self.layout.seated, self.layout.seated_starts
+        """One item per seat, with its label and its section's price now; ``Layout.section_of``
+        and ``Section.seat_label`` inlined (four calls per seat cost more than the two bisects)."""
+        seated, starts, prices = self.layout.seated, self.layout.seated_starts, self.prices
         items = []
         for seat_no in seat_nos:
             section = seated[bisect_right(starts, seat_no) - 1]
             row_starts = section.row_starts
             row = bisect_right(row_starts, seat_no) - 1
             label = f"{section.row_prefixes[row]}{seat_no - row_starts[row] + 1}"
-            items.append(_new(HoldItem, (label, section.section_id, section.price_cents)))
+            items.append(_new(HoldItem, (label, section.section_id, prices[section.index])))
         return tuple(items)
 
     def pool_items(self, pool: Section, quantity: int) -> tuple[HoldItem, ...]:
         return (self.pool_item[pool.index],) * quantity
 
     def hold_items(self, hold: Hold) -> tuple[HoldItem, ...]:
-        if hold.pool is not None:
-            return self.pool_items(hold.pool, hold.quantity)
-        return self.seat_items(hold.seat_nos)
+        """The hold's items at the prices it keeps (``Hold.prices_cents``), not today's."""
+        prices = hold.prices_cents
+        pool = hold.pool
+        if pool is not None:
+            item = self.pool_item[pool.index]
+            if item.price_cents != prices:
+                item = HoldItem(None, pool.section_id, hold.item_prices()[0])
+            return (item,) * hold.quantity
+        items = self.seat_items(hold.seat_nos)
+        locked = hold.item_prices()
+        if all(item.price_cents == price for item, price in zip(items, locked, strict=True)):
+            return items
+        return tuple(HoldItem(item.seat, item.section_id, price) for item, price in zip(items, locked, strict=True))
 
     def hold_view(self, hold: Hold) -> HoldView:
         items = self.hold_items(hold)
@@ -241,13 +265,15 @@ class EventInventory:
             order_id=UUID(bytes=book.order_ids.key(book.order[ticket])),
             seat=None if seat_ref < 0 else self.layout.seat_label(seat_ref),
             section_id=section.section_id,
-            price_cents=section.price_cents,
+            price_cents=book.price[ticket],
             status=TICKET_STATUSES[book.status[ticket]],
             checked_in_at_s=book.checked_in_at_s[ticket] if gate else None,
             gate=book.gate_names[gate] if gate else None,
         )
 
-    def issued_order_view(self, order_id: UUID, ticket_ids: tuple[UUID, ...], seat_refs: Sequence[int]) -> OrderView:
+    def issued_order_view(
+        self, order_id: UUID, ticket_ids: tuple[UUID, ...], seat_refs: Sequence[int], prices: Sequence[int]
+    ) -> OrderView:
         """The view of an order confirmed just now, from the ids in hand.
 
         Equal to ``order_view(order)`` for a fresh order (its tickets are valid, unmoved and in
@@ -258,13 +284,12 @@ class EventInventory:
         event_id, valid = self.event_id, TicketStatus.VALID
         tickets = []
         total_cents = 0
-        for ticket_id, seat_ref in zip(ticket_ids, seat_refs, strict=True):
+        for ticket_id, seat_ref, price_cents in zip(ticket_ids, seat_refs, prices, strict=True):
             if seat_ref < 0:
                 section, label = sections[-1 - seat_ref], None
             else:
                 section = seated[bisect_right(starts, seat_ref) - 1]
                 label = section.seat_label(seat_ref)
-            price_cents = section.price_cents
             total_cents += price_cents
             view = (ticket_id, event_id, order_id, label, section.section_id, price_cents, valid, None, None)
             tickets.append(_new(TicketView, view))
@@ -277,9 +302,8 @@ class EventInventory:
         book = self.tickets
         tickets = tuple(self.ticket_view(serial) for serial in book.buyer_tickets(order))
         first = book.order_first[order]
-        total_cents = sum(
-            self.ticket_section(serial).price_cents for serial in range(first, first + book.order_count[order])
-        )
+        # The original tickets' prices, as sold: what the buyer paid, whoever holds them now.
+        total_cents = sum(book.price[first : first + book.order_count[order]])
         return OrderView(
             UUID(bytes=book.order_ids.key(order)),
             self.event_id,
@@ -299,7 +323,7 @@ class EventInventory:
                 self.held[s.index],
                 self.sold[s.index],
                 self.blocked[s.index],
-                s.price_cents,
+                self.prices[s.index],
             )
             for s in self.layout.sections
         )

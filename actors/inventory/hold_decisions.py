@@ -90,15 +90,16 @@ def hold_pool(event: EventInventory, command: HoldGeneralAdmission, now_s: float
     available = pool.capacity - held_before - sold_before - event.blocked[index]
     if available < quantity:
         return Rejection(ErrorCode.INSUFFICIENT_INVENTORY, f"only {available} left", available=available)
-    hold = _new_hold(event, command.hold_id, admitted, pool, (), quantity, now_s)
+    price_cents = event.prices[index]
+    hold = _new_hold(event, command.hold_id, admitted, pool, (), quantity, now_s, price_cents)
     event.attach(hold)
     check_hold(event, hold)
     event_id, hold_id, expires_at_s = event.event_id, hold.hold_id, hold.expires_at_s
-    total_cents = pool.price_cents * quantity
+    total_cents = price_cents * quantity
     section_id, user_id, currency = pool.section_id, command.user_id, event.settings.currency
     created = _new(
         HoldCreated,
-        (event_id, hold_id, user_id, hold.kind, section_id, (), quantity, total_cents, expires_at_s, now_s),
+        (event_id, hold_id, user_id, hold.kind, section_id, (), quantity, total_cents, expires_at_s, now_s, None),
     )
     items = (event.pool_item[index],) * quantity  # event.pool_items, inlined
     view = _new(HoldView, (hold_id, event_id, _HELD, expires_at_s, items, total_cents, currency, None))
@@ -177,29 +178,43 @@ def _new_hold(
     seat_nos: tuple[int, ...],
     quantity: int,
     now_s: float,
+    prices_cents: int | tuple[int, ...],
 ) -> Hold:
     """The hold object, for a user added to the event now if it is their first."""
     key, user = admitted
     if user < 0:  # a new user, added where find_bucket missed (KeyTable.add_at)
         event.user_units.append(0)
         user = event.users.add_at(key, user)
-    return Hold(hold_id, event, user, pool, seat_nos, quantity, now_s + event.settings.hold_seconds)
+    return Hold(hold_id, event, user, pool, seat_nos, quantity, now_s + event.settings.hold_seconds, prices_cents)
 
 
 def _take_seats(
     event: EventInventory, command: HoldCommand, admitted: tuple[bytes, int], seat_nos: tuple[int, ...], now_s: float
 ) -> tuple[Hold, tuple[Change, ...], HoldView]:
-    hold = _new_hold(event, command.hold_id, admitted, None, seat_nos, len(seat_nos), now_s)
-    event.attach(hold)
-    check_hold(event, hold)
     items = event.seat_items(seat_nos)
-    total_cents = 0
+    first = items[0]
+    unit_cents, section_id = first.price_cents, first.section_id
+    total_cents, uniform, one_section = 0, True, True
     for item in items:
         total_cents += item.price_cents
+        if item.price_cents != unit_cents:
+            uniform = False
+        if item.section_id is not section_id:
+            one_section = False
+    # One price for all seats (the usual case) is kept as an int. Seats of one section record no
+    # prices (the total divides evenly); seats across sections record theirs, so that a stored
+    # hold without them is known to predate migration 008 (recovery.py, shards/lookup.py).
+    # One section has one price, so seats of several prices are always across sections.
+    item_prices = None if one_section else tuple([item.price_cents for item in items])
+    hold = _new_hold(event, command.hold_id, admitted, None, seat_nos, len(seat_nos), now_s,
+                     unit_cents if uniform or item_prices is None else item_prices)
+    event.attach(hold)
+    check_hold(event, hold)
     event_id, hold_id, expires_at_s = event.event_id, hold.hold_id, hold.expires_at_s
     created = _new(
         HoldCreated,
-        (event_id, hold_id, command.user_id, _SEATS, None, seat_nos, len(seat_nos), total_cents, expires_at_s, now_s),
+        (event_id, hold_id, command.user_id, _SEATS, None, seat_nos, len(seat_nos), total_cents, expires_at_s, now_s,
+         item_prices),
     )
     view = _new(HoldView, (hold_id, event_id, _HELD, expires_at_s, items, total_cents, event.settings.currency, None))
     return hold, (created, _new(SeatsClaimed, (event_id, hold_id, seat_nos))), view
@@ -265,22 +280,23 @@ def sell_hold(hold: Hold, command: ConfirmCheckout, now_s: float) -> tuple[Order
     pool = hold.pool
     before = _counters_of(event, pool)
     seat_refs = [ga_seat_ref(pool.index)] * quantity if pool is not None else hold.seat_nos
-    for key, seat_ref in zip(ticket_keys, seat_refs, strict=True):
-        book.add_ticket(key, seat_ref, hold.user, order)
+    prices = hold.item_prices()  # the prices the hold was placed at, whatever the section's now
+    for key, seat_ref, price_cents in zip(ticket_keys, seat_refs, prices, strict=True):
+        book.add_ticket(key, seat_ref, hold.user, order, price_cents)
     event.sell(hold, first)
     event.detach(hold, sold=True)
     hold.status = HoldStatus.CONFIRMED
     hold.order_id = order_id
     check_hold(event, hold)
     check_tickets(event, range(first, first + quantity))
-    view = event.issued_order_view(order_id, ticket_ids, seat_refs)
+    view = event.issued_order_view(order_id, ticket_ids, seat_refs, prices)
     event_id, hold_id, user_id = event.event_id, hold.hold_id, command.user_id
     seat_nos = (None,) * quantity if pool is not None else hold.seat_nos
     section_ids = tuple([ticket.section_id for ticket in view.tickets])
     changes: list[Change] = [
         _new(HoldStatusChanged, (event_id, hold_id, HoldStatus.PAYMENT_PENDING, HoldStatus.CONFIRMED, user_id, now_s)),
         _new(OrderCreated, (event_id, order_id, hold_id, user_id, view.total_cents, view.currency, now_s)),
-        _new(TicketsIssued, (event_id, order_id, user_id, ticket_ids, seat_nos, section_ids, now_s, None)),
+        _new(TicketsIssued, (event_id, order_id, user_id, ticket_ids, seat_nos, section_ids, now_s, None, prices)),
         _pool_counters(event, pool, before)
         if pool is not None
         else _new(SeatsSold, (event_id, hold_id, order_id, hold.seat_nos)),

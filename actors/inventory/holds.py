@@ -44,6 +44,11 @@ class Hold:
 
     ``position`` is the hold's index in its event's ``hold_table``; held seats point at it from the
     event's ``seat_ref`` array, which is how "no seat in two holds" is checked cheaply.
+
+    ``prices_cents`` is the price the hold keeps whatever a dynamic section's price does later:
+    one int for every item (a GA hold, or seats of one price), or one int per seat, in
+    ``seat_nos`` order, for seats of several prices. An int costs the hot path nothing (the
+    section's price object is shared); the tuple only exists for holds across sections.
     """
 
     __slots__ = (
@@ -54,6 +59,7 @@ class Hold:
         "order_id",
         "pool",
         "position",
+        "prices_cents",
         "quantity",
         "seat_nos",
         "status",
@@ -69,6 +75,7 @@ class Hold:
         seat_nos: tuple[int, ...],
         quantity: int,
         expires_at_s: float,
+        prices_cents: int | tuple[int, ...],
     ) -> None:
         self.hold_id = hold_id
         self.event = event
@@ -78,6 +85,7 @@ class Hold:
         self.seat_nos = seat_nos
         self.quantity = quantity
         self.expires_at_s = expires_at_s
+        self.prices_cents = prices_cents
         self.status = HoldStatus.HELD
         self.position = -1
         self.order_id: UUID | None = None
@@ -85,3 +93,8 @@ class Hold:
     @property
     def live(self) -> bool:
         return self.status in LIVE_HOLD_STATUSES
+
+    def item_prices(self) -> tuple[int, ...]:
+        """The locked price of each item (seat or GA unit), in item order."""
+        prices = self.prices_cents
+        return (prices,) * self.quantity if isinstance(prices, int) else prices

@@ -1,4 +1,4 @@
-"""The static shape of an event: sections, rows, seat numbers, prices.
+"""The static shape of an event: sections, rows, seat numbers, prices and their bounds.
 
 Every seat of an event has an event-local ``seat_no`` (0..N-1), assigned in section order, then
 row order, then seat number. The ``seat_no`` is what memory and Postgres store; labels such as
@@ -17,6 +17,11 @@ from actors.inventory.errors import LayoutError
 NO_SEAT = -1
 
 
+# Prices are int32 in the core's arrays (``EventInventory.prices``, ``TicketBook.price``) and
+# integer in Postgres; the API bounds them lower still (router/schemas.py PRICE_CENTS_MAX).
+PRICE_CENTS_MAX = 2**31 - 1
+
+
 class SectionKind(StrEnum):
     SEATED = "seated"
     GENERAL_ADMISSION = "ga"
@@ -29,6 +34,15 @@ class RowSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class DynamicPricing:
+    """A section whose price moves with demand (docs/organizers.md "Dynamic pricing"), only ever
+    within ``[floor_cents, ceiling_cents]``; the spec's ``price_cents`` is then its current price."""
+
+    floor_cents: int
+    ceiling_cents: int
+
+
+@dataclass(frozen=True, slots=True)
 class SeatedSectionSpec:
     """A section of numbered seats; ``blocked`` lists seat labels never offered for sale."""
 
@@ -36,6 +50,7 @@ class SeatedSectionSpec:
     price_cents: int
     rows: tuple[RowSpec, ...]
     blocked: tuple[str, ...] = ()
+    pricing: DynamicPricing | None = None  # None: a fixed price
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +60,17 @@ class GeneralAdmissionSpec:
     section_id: str
     price_cents: int
     capacity: int
+    pricing: DynamicPricing | None = None  # None: a fixed price
 
 
 SectionSpec = SeatedSectionSpec | GeneralAdmissionSpec
 
 
 class Section:
-    """One section, compiled: where its seats start and how its rows are laid out."""
+    """One section, compiled: where its seats start and how its rows are laid out.
+
+    ``price_cents`` is the price the layout was built with; the price a dynamic section sells at
+    now is ``EventInventory.prices`` (a layout never changes once built)."""
 
     __slots__ = (
         "capacity",
@@ -59,6 +78,7 @@ class Section:
         "index",
         "kind",
         "price_cents",
+        "pricing",
         "row_by_label",
         "row_labels",
         "row_lengths",
@@ -71,6 +91,7 @@ class Section:
         self.index = index
         self.section_id = spec.section_id
         self.price_cents = spec.price_cents
+        self.pricing = spec.pricing
         self.first_seat_no = first_seat_no
         if isinstance(spec, GeneralAdmissionSpec):
             self.kind = SectionKind.GENERAL_ADMISSION
@@ -193,8 +214,11 @@ def _validate(specs: tuple[SectionSpec, ...]) -> None:
     for spec in specs:
         if not spec.section_id:
             raise LayoutError("empty section id")
-        if spec.price_cents < 0:
-            raise LayoutError(f"section {spec.section_id}: negative price")
+        if not 0 <= spec.price_cents <= PRICE_CENTS_MAX:
+            raise LayoutError(f"section {spec.section_id}: price out of range")
+        pricing = spec.pricing
+        if pricing is not None and not 0 <= pricing.floor_cents <= spec.price_cents <= pricing.ceiling_cents:
+            raise LayoutError(f"section {spec.section_id}: a dynamic price needs floor <= price <= ceiling")
         if isinstance(spec, GeneralAdmissionSpec):
             if spec.capacity <= 0:
                 raise LayoutError(f"section {spec.section_id}: capacity must be positive")

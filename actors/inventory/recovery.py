@@ -61,6 +61,10 @@ class HoldRow(NamedTuple):
     seat_nos: tuple[int, ...]
     quantity: int
     expires_at_s: float
+    # The prices the hold keeps: per item if given, else total_cents / quantity (HoldCreated).
+    # Both None: rows from before holds kept prices, when every price was fixed: the section's.
+    total_cents: int | None = None
+    item_prices_cents: tuple[int, ...] | None = None
 
 
 class OrderRow(NamedTuple):
@@ -81,6 +85,7 @@ class TicketRow(NamedTuple):
     checked_in_at_s: float | None = None
     gate: str | None = None
     replaces: UUID | None = None
+    price_cents: int | None = None  # None: the section's price (rows from before tickets kept one)
 
 
 class OrderColumns(NamedTuple):
@@ -104,6 +109,9 @@ class TicketColumns(NamedTuple):
     statuses: bytes  # one byte per ticket: its index in TICKET_STATUSES
     # (ticket id bytes, checked_in_at_s, gate) of every ticket whose status is checked_in
     checkins: Sequence[tuple[bytes, float, str]] = ()
+    # The price each ticket was sold at; None: each section's price in the layout (rows written
+    # before tickets kept their price, when every price was fixed).
+    prices: Sequence[int] | None = None
 
 
 def load_event(
@@ -155,6 +163,7 @@ def columns_from_rows(
         array("i", [layout.section_by_id[row.section_id].index for row in grouped]),
         bytes(TICKET_STATUS_INDEX[TicketStatus(row.status).value] for row in grouped),
         checkins,
+        array("i", [_ticket_price(layout, row) for row in grouped]),
     )
     return order_columns, ticket_columns, replacements
 
@@ -242,6 +251,12 @@ def _load_tickets(event: EventInventory, tickets: TicketColumns, owners: array[i
     # each order's serial for its count, built in C.
     book.order = array("i", chain.from_iterable(map(repeat, range(len(book.order_count)), book.order_count)))
     book.seat, book.owner, book.status = array("i", tickets.seat_refs), owners, bytearray(tickets.statuses)
+    if tickets.prices is None:
+        section_prices = [section.price_cents for section in event.layout.sections]
+        book.price = array("i", map(section_prices.__getitem__, tickets.sections))
+    else:
+        invariant(len(tickets.prices) == count, "ticket columns differ in length")
+        book.price = array("i", tickets.prices)
     book.checked_in_at_s = array("d", [0.0]) * count
     book.gate = array("H", [0]) * count
     for key, at_s, gate in tickets.checkins:
@@ -264,6 +279,10 @@ def _load_tickets(event: EventInventory, tickets: TicketColumns, owners: array[i
             seat_ref[seat] = serial
 
 
+def _ticket_price(layout: Layout, row: TicketRow) -> int:
+    return layout.section_by_id[row.section_id].price_cents if row.price_cents is None else row.price_cents
+
+
 def _seat_ref(layout: Layout, row: TicketRow) -> int:
     return ga_seat_ref(layout.section_by_id[row.section_id].index) if row.seat_no is None else row.seat_no
 
@@ -279,11 +298,31 @@ def _load_replacement(event: EventInventory, row: TicketRow) -> None:
 def _load_hold(event: EventInventory, row: HoldRow) -> Hold:
     pool = None if row.section_id is None else event.layout.section_by_id[row.section_id]
     user = event.intern_user(row.user_id)
-    hold = Hold(row.hold_id, event, user, pool, tuple(row.seat_nos), row.quantity, row.expires_at_s)
+    hold = Hold(row.hold_id, event, user, pool, tuple(row.seat_nos), row.quantity, row.expires_at_s,
+                _hold_prices(event, row))
     hold.status = HoldStatus(row.status)
     invariant(hold.live, "hold %s loaded in final status %s", row.hold_id, row.status)
     event.attach(hold)
     return hold
+
+
+def _hold_prices(event: EventInventory, row: HoldRow) -> int | tuple[int, ...]:
+    """The prices a live hold keeps, as ``Hold.prices_cents`` holds them."""
+    if row.item_prices_cents is not None:
+        invariant(len(row.item_prices_cents) == row.quantity, "hold %s: one price per item", row.hold_id)
+        return tuple(row.item_prices_cents)
+    layout = event.layout
+    sections = {layout.section_of(seat_no).index for seat_no in row.seat_nos}
+    if row.total_cents is not None and len(sections) <= 1:  # one section: one price (HoldCreated)
+        invariant(row.quantity > 0 and row.total_cents % row.quantity == 0, "hold %s: total_cents does not divide "
+                  "into equal prices", row.hold_id)
+        return row.total_cents // row.quantity
+    # A row from before holds kept prices (no total, or seats across sections without their
+    # prices): every price was fixed then, the layout's.
+    if row.section_id is not None:
+        return layout.section_by_id[row.section_id].price_cents
+    prices = tuple([layout.section_of(seat_no).price_cents for seat_no in row.seat_nos])
+    return prices[0] if len(set(prices)) == 1 else prices
 
 
 def _add_ticket(event: EventInventory, row: TicketRow, order: int) -> int:
@@ -291,7 +330,7 @@ def _add_ticket(event: EventInventory, row: TicketRow, order: int) -> int:
     section = event.layout.section_by_id[row.section_id]
     seat_ref = ga_seat_ref(section.index) if row.seat_no is None else row.seat_no
     owner = event.intern_user(row.user_id)
-    serial = book.add_ticket(row.ticket_id.bytes, seat_ref, owner, order)
+    serial = book.add_ticket(row.ticket_id.bytes, seat_ref, owner, order, _ticket_price(event.layout, row))
     status = TICKET_STATUSES.index(TicketStatus(row.status))
     if status == CHECKED_IN:
         book.check_in(serial, row.gate or "", row.checked_in_at_s or 0.0)

@@ -84,7 +84,15 @@ class Rejection(NamedTuple):
     gate: str | None = None
 
 
-Result = HoldView | OrderView | TicketView | TransferView | EventStatusView | Rejection
+class SectionPriceView(NamedTuple):
+    """A section's price after ``SetSectionPrice`` (unchanged if it already was that price)."""
+
+    event_id: UUID
+    section_id: str
+    price_cents: int
+
+
+Result = HoldView | OrderView | TicketView | TransferView | EventStatusView | SectionPriceView | Rejection
 
 
 class Outcome(NamedTuple):

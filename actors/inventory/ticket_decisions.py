@@ -8,6 +8,12 @@ Decisions (docs/inventory.md has the reasoning):
   the set has been checked in (a used ticket cannot go back on sale; partial refunds are an
   organizer's manual decision), and refused (TICKET_VOID) when the set is empty. Refunding closes
   the order (``refunded``): tickets outside the set stay valid and are not refundable later.
+* On a cancelled event only the cancellation refunds (``RefundOrder.cancellation``; any other
+  refund is EVENT_CANCELLED): it covers every ticket the order's tickets became, whoever holds them
+  now and checked in or not — the event will not happen — marks them ``cancelled`` and closes the
+  order; the buyer, who paid, is paid back the whole order (actors/payments.py). Check-ins and
+  transfers of a cancelled event's tickets are TICKET_VOID from the moment it is cancelled,
+  before the cancellation reaches their order.
 * A transfer is refused with LIMIT_EXCEEDED when the recipient would pass the per-person limit;
   otherwise limits would be bypassed by buying on many accounts and transferring to one.
 """
@@ -30,10 +36,13 @@ from actors.inventory.errors import ErrorCode
 from actors.inventory.event import NOBODY, EventInventory
 from actors.inventory.invariants import check_tickets
 from actors.inventory.results import OrderView, Rejection, TicketView, TransferView
+from actors.inventory.sales import EventStatus
 from actors.inventory.tickets import (
+    CANCELLED,
     CHECKED_IN,
     ORDER_REFUNDED,
     REFUNDED,
+    TICKET_STATUSES,
     TRANSFERRED,
     VALID,
     OrderStatus,
@@ -52,7 +61,9 @@ def _used(event: EventInventory, ticket: int) -> Rejection:
 
 
 def _not_valid(event: EventInventory, ticket: int) -> Rejection | None:
-    """Why a ticket can no longer be used or moved: already checked in, or void."""
+    """Why a ticket can no longer be used or moved: its event cancelled, already checked in, or void."""
+    if event.settings.status is EventStatus.CANCELLED:
+        return Rejection(ErrorCode.TICKET_VOID, "the event is cancelled")
     status = event.tickets.status[ticket]
     if status == CHECKED_IN:
         return _used(event, ticket)
@@ -67,28 +78,38 @@ def refund_order(
     book = event.tickets
     if book.order_status[order] == ORDER_REFUNDED:
         return Rejection(ErrorCode.ORDER_ALREADY_REFUNDED, "the order is already refunded")
-    buyer = book.order_buyer[order]
-    tickets = [ticket for ticket in book.current_tickets(order) if book.owner[ticket] == buyer]
-    for ticket in tickets:
-        if book.status[ticket] == CHECKED_IN:
-            return _used(event, ticket)
-    refunded = [ticket for ticket in tickets if book.status[ticket] == VALID]
-    if not refunded:
-        return Rejection(ErrorCode.TICKET_VOID, "no ticket of this order is still held by its buyer: "
-                         "transferred tickets belong to their recipients")
+    cancelled = event.settings.status is EventStatus.CANCELLED
+    if cancelled != command.cancellation:
+        if cancelled:
+            return Rejection(ErrorCode.EVENT_CANCELLED, "the event is cancelled: the cancellation refunds its orders")
+        return Rejection(ErrorCode.VALIDATION_ERROR, "only a cancelled event's orders are refunded by cancellation")
+    if cancelled:
+        refunded = [ticket for ticket in book.current_tickets(order) if book.is_live(ticket)]
+    else:
+        buyer = book.order_buyer[order]
+        tickets = [ticket for ticket in book.current_tickets(order) if book.owner[ticket] == buyer]
+        for ticket in tickets:
+            if book.status[ticket] == CHECKED_IN:
+                return _used(event, ticket)
+        refunded = [ticket for ticket in tickets if book.status[ticket] == VALID]
+        if not refunded:
+            return Rejection(ErrorCode.TICKET_VOID, "no ticket of this order is still held by its buyer: "
+                             "transferred tickets belong to their recipients")
+    to_status, to_index = (TicketStatus.CANCELLED, CANCELLED) if cancelled else (TicketStatus.REFUNDED, REFUNDED)
     changes: list[Change] = []
     # The counters of each GA pool the refund returns units to, as the refund found them.
     pools = sorted({-1 - book.seat[ticket] for ticket in refunded if book.seat[ticket] < 0})
     counters_before = [(event.held[index], event.sold[index]) for index in pools]
     for ticket in refunded:
+        from_status = TICKET_STATUSES[book.status[ticket]]
         event.unsell(ticket)
-        book.status[ticket] = REFUNDED
+        book.status[ticket] = to_index
         changes.append(
             TicketStatusChanged(
                 event.event_id,
                 UUID(bytes=book.ids.key(ticket)),
-                TicketStatus.VALID.value,
-                TicketStatus.REFUNDED.value,
+                from_status.value,
+                to_status.value,
                 command.user_id,
                 now_s,
             )
@@ -139,7 +160,8 @@ def transfer_ticket(
     seat_ref = book.seat[ticket]
     book.status[ticket] = TRANSFERRED
     event.user_units[book.owner[ticket]] -= 1
-    new_ticket = book.add_ticket(command.new_ticket_id.bytes, seat_ref, recipient, book.order[ticket])
+    price_cents = book.price[ticket]  # the recipient's ticket keeps the price it was sold at
+    new_ticket = book.add_ticket(command.new_ticket_id.bytes, seat_ref, recipient, book.order[ticket], price_cents)
     event.user_units[recipient] += 1
     book.successor[ticket] = new_ticket
     if seat_ref >= 0:
@@ -164,6 +186,7 @@ def transfer_ticket(
             (new_view.section_id,),
             now_s,
             old_view.ticket_id,
+            (price_cents,),
         ),
     ]
     return TransferView(old_view, new_view), changes

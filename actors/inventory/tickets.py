@@ -1,8 +1,10 @@
 """Tickets and orders of one event, stored column-wise.
 
-A ticket is a *serial* (its position) into parallel arrays: 16 bytes of id, the seat it admits,
-its status, owner, order and check-in. Measured at 1M seats with 60 % sold this costs ~45 bytes
-per ticket, where a dataclass per ticket in a dict costs ~350 (docs/inventory.md). Orders are
+A ticket is a *serial* (its position) into parallel arrays: 16 bytes of id, the seat it
+admits, its status, owner, order, check-in and the price it was sold at (4 bytes: a dynamic
+section's price moves, and an order must not be repriced by it; docs/organizers.md). Measured
+at 1M seats with 60 % sold this costs ~49 bytes per ticket, where a dataclass per ticket in a
+dict costs ~350 (docs/inventory.md). Orders are
 the same: a serial into arrays, with their original tickets as one contiguous serial range
 (issued together at confirmation). A transfer appends a new ticket for the recipient and links
 the old serial to it in ``successor``; transfers are rare, so that dict stays small.
@@ -24,6 +26,7 @@ class TicketStatus(StrEnum):
     CHECKED_IN = "checked_in"
     REFUNDED = "refunded"
     TRANSFERRED = "transferred"
+    CANCELLED = "cancelled"  # the event was cancelled (its order refunded by the cancellation)
 
 
 class OrderStatus(StrEnum):
@@ -38,6 +41,7 @@ VALID = TICKET_STATUSES.index(TicketStatus.VALID)
 CHECKED_IN = TICKET_STATUSES.index(TicketStatus.CHECKED_IN)
 REFUNDED = TICKET_STATUSES.index(TicketStatus.REFUNDED)
 TRANSFERRED = TICKET_STATUSES.index(TicketStatus.TRANSFERRED)
+CANCELLED = TICKET_STATUSES.index(TicketStatus.CANCELLED)
 ORDER_CONFIRMED = ORDER_STATUSES.index(OrderStatus.CONFIRMED)
 ORDER_REFUNDED = ORDER_STATUSES.index(OrderStatus.REFUNDED)
 NO_GATE = 0
@@ -64,6 +68,7 @@ class TicketBook:
         "order_ids",
         "order_status",
         "owner",
+        "price",
         "seat",
         "status",
         "successor",
@@ -75,6 +80,7 @@ class TicketBook:
         self.status = bytearray()
         self.owner = array("i")
         self.order = array("i")
+        self.price = array("i")  # cents, locked at hold time
         self.checked_in_at_s = array("d")
         self.gate = array("H")  # index into gate_names; 0 is "never checked in"
         self.gate_names: list[str] = [""]
@@ -89,13 +95,18 @@ class TicketBook:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def order_counts(self) -> tuple[int, int]:
+        """(orders, orders refunded): an event cancellation's progress."""
+        return len(self.order_status), self.order_status.count(ORDER_REFUNDED)
+
     def is_live(self, serial: int) -> bool:
         """Valid or checked in: the ticket admits (or admitted) its holder."""
         return self.status[serial] <= CHECKED_IN
 
-    def add_ticket(self, ticket_key: bytes, seat_ref: int, owner: int, order: int) -> int:
+    def add_ticket(self, ticket_key: bytes, seat_ref: int, owner: int, order: int, price_cents: int) -> int:
         serial = self.ids.add(ticket_key)
         self.seat.append(seat_ref)
+        self.price.append(price_cents)
         self.status.append(VALID)
         self.owner.append(owner)
         self.order.append(order)
@@ -168,6 +179,7 @@ class TicketBook:
             self.seat,
             self.owner,
             self.order,
+            self.price,
             self.checked_in_at_s,
             self.gate,
             self.order_buyer,

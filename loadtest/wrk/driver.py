@@ -83,10 +83,11 @@ class WrkRun:
 
 
 def start_wrk(url: str, tokens_file: Path, lines_file: Path, *, connections: int, seconds: float,
-              nonce: str, mode: str = "holds", threads: int = 2) -> WrkRun:
+              nonce: str, mode: str = "holds", threads: int = 2, pause_ms: int = 0) -> WrkRun:
+    """`pause_ms` > 0 paces each connection: it waits that long before each request."""
     command = [WRK, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
                "--timeout", f"{REQUEST_TIMEOUT_S}s", "-s", str(SCRIPT), url, "--",
-               str(tokens_file), str(lines_file), nonce, mode]
+               str(tokens_file), str(lines_file), nonce, mode, str(pause_ms)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     return WrkRun(process, connections)
 

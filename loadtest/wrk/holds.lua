@@ -1,13 +1,15 @@
 -- wrk script of the issue-12 benchmark (loadtest/bench.py): holds or reads on a list of targets.
 --
 --   wrk -t2 -c64 -d10s --timeout 10s -s loadtest/wrk/holds.lua http://127.0.0.1:PORT \
---       -- TOKENS_FILE LINES_FILE NONCE [holds|reads]
+--       -- TOKENS_FILE LINES_FILE NONCE [holds|reads] [PAUSE_MS]
 --
 -- TOKENS_FILE  one buyer bearer token per line (pre-minted: signing is not the server's work)
 -- LINES_FILE   holds: one JSON body per line; reads: one path per line
 -- NONCE        makes this run's Idempotency-Keys unique across runs against the same server
 -- mode         holds (default): POST /v1/holds, a random body, a random token and a fresh
 --              Idempotency-Key per request; reads: GET a random path, no token, no key
+-- PAUSE_MS     each connection waits this long before each request (wrk's delay() hook): a
+--              paced load of about connections x 1000 / (PAUSE_MS + latency) requests/s
 --
 -- At the end one line is printed: "WRK_JSON " followed by a JSON object with the requests,
 -- the run's duration, counts by HTTP status (from the response() hook, exact), socket errors,
@@ -38,6 +40,7 @@ function init(args)
     lines = read_lines(args[2])
     nonce = args[3]
     mode = args[4] or "holds"
+    pause_ms = tonumber(args[5] or "0")
     serial = 0
     statuses = {}
     math.randomseed(os.time() * 1000 + thread_id)
@@ -54,6 +57,10 @@ function request()
         ["Idempotency-Key"] = nonce .. "-" .. thread_id .. "-" .. serial,
     }
     return wrk.format("POST", "/v1/holds", headers, lines[math.random(#lines)])
+end
+
+function delay()
+    return pause_ms
 end
 
 function response(status, headers, body)

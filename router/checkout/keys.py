@@ -58,6 +58,12 @@ def order_refund_request_key(client_key: str | None, order_id: UUID) -> str:
     return client_key if client_key is not None else system_key("refund", str(order_id))
 
 
+def order_cancellation_key(order_id: UUID) -> str:
+    """The request key of the event cancellation's refund of an order: one per order, so a
+    cancellation resumed after a crash replays what it already did."""
+    return system_key("cancel", str(order_id))
+
+
 def charge_key(hold_id: UUID) -> str:
     """The gateway key of a hold's one charge."""
     return f"charge:{hold_id}"

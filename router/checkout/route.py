@@ -13,7 +13,7 @@ from pydantic import Field, StringConstraints
 
 from router.auth import BUYERS, authorize
 from router.checkout.service import CheckoutRequest, CheckoutService
-from router.deps import client_of, idempotency_key, parse_body, shard_of_entity
+from router.deps import caller_of, client_of, idempotency_key, parse_body, shard_of_entity
 from router.jsonbody import JSONBody
 from router.problems import PROBLEM
 from router.ratelimit import rate_limit
@@ -49,7 +49,7 @@ async def checkout(request: Request, hold_id: UUID) -> JSONBody:
     holders = tuple((holder.name, holder.email) for holder in body.holders or ())
     service: CheckoutService = request.app.state.checkout
     order = await service.checkout(CheckoutRequest(shard_id, principal.user_id, hold_id, key, body.payment.token,
-                                                   holders))
+                                                   holders, caller_of(request, principal)))
     codes = request.app.state.ticket_codes
     response = order_body(order)
     tickets = response.pop("tickets")

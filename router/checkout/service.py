@@ -42,6 +42,7 @@ from actors.inventory.holds import HoldStatus
 from actors.inventory.results import HoldView, OrderView, Rejection
 from actors.payments import refunded_cents
 from actors.protocol import (
+    Caller,
     CompleteCheckout,
     GetHold,
     GetOrder,
@@ -49,6 +50,7 @@ from actors.protocol import (
     RecordPayment,
     RefundPaidOrder,
     Unavailable,
+    attributed,
 )
 from router.checkout import keys
 from router.checkout.gateway import (
@@ -86,6 +88,7 @@ class CheckoutRequest(NamedTuple):
     key: str | None  # the client's Idempotency-Key
     token: str
     holders: tuple[tuple[str, str], ...]  # (name, email), at most one per ticket
+    caller: Caller | None = None  # who asks, for the audit log (None: the resolver's own passes)
 
 
 class RefundRequest(NamedTuple):
@@ -94,6 +97,8 @@ class RefundRequest(NamedTuple):
     order: OrderView  # as read by the route after its permission checks
     by_organizer: bool
     key: str | None
+    caller: Caller | None = None  # who asks, for the audit log
+    cancellation: bool = False  # the event's cancellation refunds the whole order (router/cancellation.py)
 
 
 class Unsettled(Exception):
@@ -122,7 +127,7 @@ class CheckoutService:
     # --- the checkout request ---------------------------------------------------------------------
 
     async def checkout(self, request: CheckoutRequest) -> OrderView:
-        hold = expect(await self._read(request.shard_id, GetHold(request.hold_id, request.user_id)), HoldView,
+        hold = expect(await self.read(request.shard_id, GetHold(request.hold_id, request.user_id)), HoldView,
                       "HOLD_NOT_FOUND", self.retry_after_s)
         _validate(request, hold)
         hold = await self._pin(request)
@@ -134,7 +139,7 @@ class CheckoutService:
                 CHECKOUTS.labels("declined").inc()
                 reason = charge.decline_code or "declined"
                 raise ApiError(402, "PAYMENT_DECLINED", f"the payment was declined ({reason}); the hold was released")
-        order = await self.complete(request.shard_id, hold, request.user_id, charge, request.holders)
+        order = await self.complete(request.shard_id, hold, request.user_id, charge, request.holders, request.caller)
         if isinstance(order, Rejection):
             CHECKOUTS.labels("refunded" if charge is not None else order.code.value.lower()).inc()
             raise rejection_error(order)
@@ -147,7 +152,7 @@ class CheckoutService:
         reply = await self._apply(request.shard_id, pin)
         if isinstance(reply, Rejection) and reply.code.value == "HOLD_NOT_ACTIVE":
             # Pinned by an earlier attempt under another key: resume it (the charge is per hold).
-            current = await self._read(request.shard_id, GetHold(request.hold_id, request.user_id))
+            current = await self.read(request.shard_id, GetHold(request.hold_id, request.user_id))
             if isinstance(current, HoldView) and current.status is HoldStatus.PAYMENT_PENDING:
                 return current
         if isinstance(reply, Rejection):
@@ -182,7 +187,8 @@ class CheckoutService:
         return settled
 
     async def complete(self, shard_id: int, hold: HoldView, user_id: str, charge: Charge | None,
-                       holders: tuple[tuple[str, str], ...] = ()) -> OrderView | Rejection:
+                       holders: tuple[tuple[str, str], ...] = (), caller: Caller | None = None
+                       ) -> OrderView | Rejection:
         """Confirm a paid (or free) pinned hold: the order, or why it cannot be confirmed — and
         then the charge has been refunded, unless the hold was confirmed by someone else."""
         slot = slot_of_id(hold.hold_id) or 0
@@ -191,7 +197,7 @@ class CheckoutService:
         record = None if charge is None else self._record(
             hold.event_id, hold.hold_id, None, user_id, "charge", keys.charge_key(hold.hold_id), charge.id,
             charge.amount_cents, hold.currency, "succeeded")
-        reply = await self._apply(shard_id, CompleteCheckout(confirm, record, holders))
+        reply = await self._apply(shard_id, attributed(CompleteCheckout(confirm, record, holders), caller))
         if isinstance(reply, OrderView):
             return reply
         rejection: Rejection = expect(reply, Rejection, "HOLD_NOT_FOUND", self.retry_after_s)
@@ -205,10 +211,10 @@ class CheckoutService:
     async def settled_order(self, shard_id: int, hold_id: UUID, user_id: str) -> OrderView | None:
         """The order a hold was confirmed into, if it was. A hold has exactly one charge (its key is
         per hold), so whoever confirmed the hold used that charge: refunding it would give tickets away."""
-        hold = await self._read(shard_id, GetHold(hold_id, user_id))
+        hold = await self.read(shard_id, GetHold(hold_id, user_id))
         if not isinstance(hold, HoldView) or hold.status is not HoldStatus.CONFIRMED or hold.order_id is None:
             return None
-        order = await self._read(shard_id, GetOrder(hold.order_id, user_id))
+        order = await self.read(shard_id, GetOrder(hold.order_id, user_id))
         return order if isinstance(order, OrderView) else None
 
     async def refund_unbought(self, shard_id: int, event_id: UUID, hold_id: UUID, user_id: str, currency: str,
@@ -258,10 +264,10 @@ class CheckoutService:
             keys.order_refund_key(order.order_id), charge.gateway_ref, charge.amount_cents, charge.currency, "pending",
             gateway=charge.gateway)
         command = RefundOrder(request.user_id, order.order_id, request.by_organizer,
-                              keys.order_refund_request_key(request.key, order.order_id))
-        reply = await self._apply(request.shard_id, RefundPaidOrder(command, owed))
+                              keys.order_refund_request_key(request.key, order.order_id), request.cancellation)
+        reply = await self._apply(request.shard_id, attributed(RefundPaidOrder(command, owed), request.caller))
         refunded: OrderView = expect(reply, OrderView, "ORDER_NOT_FOUND", self.retry_after_s)
-        amount_cents = refunded_cents(refunded)
+        amount_cents = refunded_cents(refunded, cancellation=request.cancellation)
         if owed is not None and amount_cents > 0:
             await self.return_money(request.shard_id, dataclasses.replace(owed, amount_cents=amount_cents))
         return refunded
@@ -271,7 +277,7 @@ class CheckoutService:
     async def settle(self, shard_id: int, hold_id: UUID, user_id: str) -> str:
         """Settle a hold pinned too long: confirm it if its charge succeeded (or it is free), else
         fail it. Raises `Unsettled` when the hold is still pinned afterwards."""
-        hold = await self._read(shard_id, GetHold(hold_id, user_id))
+        hold = await self.read(shard_id, GetHold(hold_id, user_id))
         if not isinstance(hold, HoldView):
             raise Unsettled("read", "hold not found")
         if hold.status is not HoldStatus.PAYMENT_PENDING:
@@ -286,7 +292,7 @@ class CheckoutService:
     async def _settled(self, step: str, shard_id: int, hold: HoldView, reply: Any, result: str) -> str:
         if not isinstance(reply, Rejection):
             return result
-        current = await self._read(shard_id, GetHold(hold.hold_id, None))
+        current = await self.read(shard_id, GetHold(hold.hold_id, None))
         if isinstance(current, HoldView) and current.status is HoldStatus.PAYMENT_PENDING:
             raise Unsettled(step, reply.code.value)
         return "refunded" if step == "confirm" and hold.total_cents > 0 else "settled_elsewhere"
@@ -335,7 +341,7 @@ class CheckoutService:
         except ShardUnavailable as error:
             raise unavailable_error(str(error), self.retry_after_s) from None
 
-    async def _read(self, shard_id: int, query: Any) -> Any:
+    async def read(self, shard_id: int, query: Any) -> Any:
         """A read's reply; 503 when the shard could not answer. An `Unavailable` reply (Postgres did
         not answer the durable lookup) must never pass for "not found": `settled_order` would then
         refund the charge of a confirmed hold."""

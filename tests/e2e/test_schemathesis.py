@@ -54,15 +54,20 @@ def schema(http: httpx.Client) -> Any:
 
 @pytest.fixture(scope="module")
 def real_ids(http: httpx.Client, cluster: RunningCluster) -> dict[str, str]:
-    """An event of `fuzz-organizer` and a checked-out hold of `fuzz-buyer`: its order and ticket."""
+    """An event of `fuzz-organizer` and a checked-out hold of `fuzz-buyer`: its order and ticket; a
+    webhook of `fuzz-organizer`."""
     event = create_event(http, cluster, event_body(ga("floor", 500), seated("A", [20, 20])), "fuzz-organizer")
     held = hold(http, cluster, "fuzz-buyer", {"event_id": event["id"], "section": "floor", "quantity": 1}).json()
     headers = {**cluster.headers("fuzz-buyer"), "Idempotency-Key": f"fuzz-{uuid.uuid4()}"}
     paid = http.post(f"/v1/holds/{held['id']}/checkout", json={"payment": {"token": "tok_visa"}}, headers=headers)
     assert paid.status_code == 201, paid.text
     second = hold(http, cluster, "fuzz-buyer", {"event_id": event["id"], "seats": ["A-1-1"]}).json()
+    # A webhook of `fuzz-organizer` (nothing listens there: its deliveries fail and dead-letter).
+    webhook = http.post("/v1/webhooks", json={"url": "https://127.0.0.1:9/hooks", "events": ["order.confirmed"]},
+                        headers=cluster.headers("fuzz-organizer", "organizer"))
+    assert webhook.status_code == 201, webhook.text
     return {"event_id": event["id"], "hold_id": second["id"], "order_id": paid.json()["order"]["id"],
-            "ticket_id": paid.json()["tickets"][0]["id"]}
+            "ticket_id": paid.json()["tickets"][0]["id"], "webhook_id": webhook.json()["id"]}
 
 
 def _headers(cluster: RunningCluster, role: str, method: str) -> dict[str, str]:

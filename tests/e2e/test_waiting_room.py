@@ -27,10 +27,16 @@ def queued_event(http: httpx.Client, cluster: RunningCluster, admit_per_second: 
     return str(create_event(http, cluster, body)["id"])
 
 
-def join(http: httpx.Client, cluster: RunningCluster, event_id: str, user: str) -> dict[str, Any]:
-    response = http.post(f"/v1/events/{event_id}/queue", headers=cluster.headers(user))
+def join(http: httpx.Client, cluster: RunningCluster, event_id: str, user: str,
+         body: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = http.post(f"/v1/events/{event_id}/queue", headers=cluster.headers(user), json=body)
     assert response.status_code == 200, response.text
     return dict(response.json())
+
+
+def join_waiting_list(http: httpx.Client, cluster: RunningCluster, event_id: str, user: str,
+                      quantity: int) -> dict[str, Any]:
+    return join(http, cluster, event_id, user, {"waiting_list": {"quantity": quantity}})
 
 
 def poll(http: httpx.Client, cluster: RunningCluster, event_id: str, user: str) -> dict[str, Any]:
@@ -40,11 +46,18 @@ def poll(http: httpx.Client, cluster: RunningCluster, event_id: str, user: str) 
 
 
 def hold_with(http: httpx.Client, cluster: RunningCluster, event_id: str, user: str,
-              token: str | None) -> httpx.Response:
+              token: str | None, quantity: int = 1) -> httpx.Response:
     headers = cluster.headers(user)
     if token is not None:
         headers["X-Queue-Token"] = token
-    return http.post("/v1/holds", json={"event_id": event_id, "section": "floor", "quantity": 1}, headers=headers)
+    return http.post("/v1/holds", json={"event_id": event_id, "section": "floor", "quantity": quantity},
+                     headers=headers)
+
+
+def metric_total(http: httpx.Client, name: str) -> float:
+    """A counter's value summed over its label sets, as the router's /metrics shows it (every worker)."""
+    return sum(float(line.split()[-1]) for line in http.get("/metrics").text.splitlines()
+               if line.startswith(name) and not line.startswith("#") and line.split("{")[0].split()[0] == name)
 
 
 def test_a_queue_mode_event_sells_to_the_line_in_order(http: httpx.Client, cluster: RunningCluster) -> None:
@@ -74,6 +87,8 @@ def test_a_queue_mode_event_sells_to_the_line_in_order(http: httpx.Client, clust
                     assert answer["expires_at"].endswith("Z")
         time.sleep(0.2)
     assert len(tokens) == len(users), f"{len(tokens)} of 20 admitted within 8 s at 5/s"
+    # Those who waited were given an ETA; their admission measured how far it was off.
+    assert metric_total(http, "ticketing_queue_eta_error_seconds_count") >= len(waiting)
 
     # The token admits its own user on its own event, and nobody else anywhere else.
     first, second = users[0], users[1]
@@ -133,8 +148,9 @@ def test_an_event_without_queue_mode_has_no_waiting_room(http: httpx.Client, clu
 
 def test_admission_follows_the_stock_and_sold_out_keeps_the_place(http: httpx.Client,
                                                                   cluster: RunningCluster) -> None:
-    """Five tickets, eight buyers: five are admitted, the rest wait; a released hold admits the
-    next in line; once everything is sold, those still waiting read `sold_out`."""
+    """Five tickets, eight buyers: five are admitted, the rest wait; once everything is held those
+    still waiting read `sold_out` (nothing to hold now), keeping their place: a released hold
+    admits the next in line, and the others read `sold_out` again once it is held."""
     event_id = queued_event(http, cluster, admit_per_second=100, capacity=5)
     tag = uuid.uuid4().hex[:8]
     users = [f"stock-{tag}-{n}" for n in range(8)]
@@ -145,18 +161,19 @@ def test_admission_follows_the_stock_and_sold_out_keeps_the_place(http: httpx.Cl
         response = hold_with(http, cluster, event_id, user, answer["token"])
         assert response.status_code == 201, response.text
         holds[user] = response.json()["id"]
-    time.sleep(0.7)  # past the router's stock cache (queue_stock_cache_s)
-    # Everything is held, nothing sold: holds may come back, so the line waits (not sold out).
-    assert poll(http, cluster, event_id, users[5])["status"] == "waiting"
+    # Everything is held, nothing sold: nothing to hold now, so the line reads sold_out (API.md
+    # waits for "no holds that may come back"; router/waiting_room.py says why we do not).
+    assert [poll(http, cluster, event_id, user) for user in users[5:]] == [{"status": "sold_out"}] * 3
     released = http.delete(f"/v1/holds/{holds.pop(users[0])}", headers=cluster.headers(users[0]))
     assert released.status_code == 200, released.text
-    time.sleep(0.7)
+    time.sleep(0.2)  # the admissions just used count until they settle (read_snapshot_s + 0.1 s)
     sixth = poll(http, cluster, event_id, users[5])
-    assert sixth["status"] == "admitted", sixth  # the next in line, not the seventh
-    assert poll(http, cluster, event_id, users[6])["status"] == "waiting"
+    assert sixth["status"] == "admitted", sixth  # the place was kept: the next in line, not the seventh
+    assert poll(http, cluster, event_id, users[6])["status"] == "waiting"  # one ticket is back: not sold out
     response = hold_with(http, cluster, event_id, users[5], sixth["token"])
     assert response.status_code == 201, response.text
     holds[users[5]] = response.json()["id"]
+    assert poll(http, cluster, event_id, users[6]) == {"status": "sold_out"}
     for user, hold_id in holds.items():
         paid = http.post(f"/v1/holds/{hold_id}/checkout", json={"payment": {"token": "tok_visa"}},
                          headers={**cluster.headers(user), "Idempotency-Key": f"pay-{hold_id}"})
@@ -170,6 +187,121 @@ def test_admission_follows_the_stock_and_sold_out_keeps_the_place(http: httpx.Cl
     told = [line for line in http.get("/metrics").text.splitlines()
             if line.startswith("ticketing_queue_sold_out_answers_total ")]
     assert told and float(told[0].split()[1]) >= 2  # SREs see the sell-out reach the line
+
+
+def sell_out(http: httpx.Client, cluster: RunningCluster, event_id: str, users: list[str]) -> tuple[list[str],
+                                                                                                   dict[str, str]]:
+    """`users` join at once; those admitted hold one ticket each until nothing is left; every user
+    still waiting must then read sold_out within 2 s. Returns (the waiting in line order, holds)."""
+    path = f"/v1/events/{event_id}/queue"
+    joined = asyncio.run(race(cluster, [(user, "POST", path, None, {}) for user in users], concurrency=50))
+    answers = {user: response.json() for user, response in zip(users, joined, strict=True)}
+    admitted = {user: answer["token"] for user, answer in answers.items() if answer["status"] == "admitted"}
+    waiting = [user for _, user in sorted((answer["position"], user) for user, answer in answers.items()
+                                          if answer["status"] == "waiting")]
+    held = asyncio.run(race(cluster, [(user, "POST", "/v1/holds", {"event_id": event_id, "section": "floor",
+                                                                   "quantity": 1}, {"X-Queue-Token": token})
+                                      for user, token in admitted.items()], concurrency=50))
+    assert [response.status_code for response in held] == [201] * len(admitted), [r.text for r in held]
+    sold_at = time.monotonic()
+    polls: list[httpx.Response] = []
+    while time.monotonic() - sold_at < 2:
+        polls = asyncio.run(race(cluster, [(user, "GET", path, None, {}) for user in waiting], concurrency=50))
+        if all(response.json() == {"status": "sold_out"} for response in polls):
+            break
+    assert [response.json() for response in polls] == [{"status": "sold_out"}] * len(waiting), "not told in 2 s"
+    return waiting, {user: response.json()["id"] for user, response in zip(admitted, held, strict=True)}
+
+
+def test_a_sold_out_pool_tells_the_line_and_returns_go_to_the_waiting_list_in_order(
+        http: httpx.Client, cluster: RunningCluster) -> None:
+    """Issue 13's acceptance: a 50-ticket pool with 200 waiting. Admission stops at sell-out (50
+    admitted, each holds one), every waiting user sees sold_out within 2 s; some join the waiting
+    list, and releasing 5 holds admits exactly the first 5 of them, in line order; a waiting-list
+    admission for 2 tickets cannot hold 3."""
+    event_id = queued_event(http, cluster, admit_per_second=1000, capacity=50)
+    tag = uuid.uuid4().hex[:8]
+    waiting, holds = sell_out(http, cluster, event_id, [f"sellout-{tag}-{n:03d}" for n in range(200)])
+    assert len(holds) == 50 and len(waiting) == 150  # admission stopped at what the pool could serve
+
+    # Six of them join the waiting list for one ticket, in the reverse of their line order, and one
+    # behind them for two; the head of the line stays in line with a plain body.
+    listed, pair = waiting[10:16], waiting[30]
+    for user in reversed(listed):
+        assert join_waiting_list(http, cluster, event_id, user, 1)["status"] == "waiting_list"
+    assert join_waiting_list(http, cluster, event_id, pair, 2) == {"status": "waiting_list", "position": 7}
+    assert join(http, cluster, event_id, waiting[0], {}) == {"status": "sold_out"}
+    assert [poll(http, cluster, event_id, user)["position"] for user in listed] == list(range(1, 7))
+
+    def release(count: int) -> None:
+        for owner in list(holds)[:count]:
+            response = http.delete(f"/v1/holds/{holds.pop(owner)}", headers=cluster.headers(owner))
+            assert response.status_code == 200, response.text
+
+    release(5)
+    offered = [poll(http, cluster, event_id, user) for user in listed]
+    assert [answer["status"] for answer in offered] == ["admitted"] * 5 + ["waiting_list"], offered
+    assert poll(http, cluster, event_id, waiting[0])["status"] == "waiting"  # the line's head: after the list
+    assert poll(http, cluster, event_id, pair) == {"status": "waiting_list", "position": 2}
+    refused = problem(hold_with(http, cluster, event_id, listed[0], offered[0]["token"], quantity=2), 422,
+                      "VALIDATION_ERROR")
+    assert "is for 1 ticket:" in refused["detail"]
+    for user, answer in zip(listed[:5], offered[:5], strict=True):
+        response = hold_with(http, cluster, event_id, user, answer["token"])
+        assert response.status_code == 201, response.text
+
+    # Three more back: the sixth (one ticket), then the pair (two) fit; the pair holds at most 2.
+    time.sleep(0.2)  # the five admissions just used count until they settle (read_snapshot_s + 0.1 s)
+    release(3)
+    assert poll(http, cluster, event_id, listed[5])["status"] == "admitted"
+    pair_answer = poll(http, cluster, event_id, pair)
+    assert pair_answer["status"] == "admitted", pair_answer
+    assert poll(http, cluster, event_id, waiting[0])["status"] == "waiting"  # three back, three admitted
+    refused = problem(hold_with(http, cluster, event_id, pair, pair_answer["token"], quantity=3), 422,
+                      "VALIDATION_ERROR")
+    assert "is for 2 tickets:" in refused["detail"]
+    assert hold_with(http, cluster, event_id, pair, pair_answer["token"], quantity=2).status_code == 201
+    assert metric_total(http, "ticketing_queue_waitlist_admitted_total") >= 7
+
+
+def test_only_a_join_that_asks_goes_on_the_waiting_list(http: httpx.Client, cluster: RunningCluster) -> None:
+    """The waiting-list body counts only on a sold-out event, and only in a join: before the sell-out
+    it is an ordinary join; a plain body or a poll leaves a sold-out user in the line (the negative
+    control of the test above); quantities beyond the event's per-person limit are refused."""
+    import redis
+
+    from router.waiting_room import event_keys, user_digest
+
+    event_id = queued_event(http, cluster, admit_per_second=100, capacity=1)
+    tag = uuid.uuid4().hex[:8]
+    buyer, late = f"ask-{tag}-a", f"ask-{tag}-b"
+    token = join(http, cluster, event_id, buyer)["token"]
+    assert join_waiting_list(http, cluster, event_id, late, 1) == {"status": "waiting", "position": 1,
+                                                                   "eta_seconds": 1}  # one ticket left
+    hold = hold_with(http, cluster, event_id, buyer, token)
+    assert hold.status_code == 201, hold.text
+    assert join(http, cluster, event_id, late, {}) == {"status": "sold_out"}
+    assert join(http, cluster, event_id, late) == {"status": "sold_out"}
+    assert poll(http, cluster, event_id, late) == {"status": "sold_out"}
+    client = redis.Redis.from_url(str(cluster.state()["redis_url"]))
+    waitlist_key = event_keys(uuid.UUID(event_id))[7]
+    assert client.zcard(waitlist_key) == 0
+    path, headers = f"/v1/events/{event_id}/queue", cluster.headers(late)
+    for body in ({"waiting_list": {"quantity": 11}}, {"waiting_list": {"quantity": 0}},
+                 {"waiting_list": {"quantity": "2"}}, {"waiting_list": {}}, {"waiting_list": {"quantity": 1}, "x": 1},
+                 [1]):
+        problem(http.post(path, json=body, headers=headers), 422, "VALIDATION_ERROR")
+    assert join_waiting_list(http, cluster, event_id, late, 10) == {"status": "waiting_list", "position": 1}
+    assert client.zrange(waitlist_key, 0, -1) == [user_digest(late).encode()]
+    released = http.delete(f"/v1/holds/{hold.json()['id']}", headers=cluster.headers(buyer))
+    assert released.status_code == 200, released.text
+    time.sleep(0.2)  # the buyer's admission, used for the hold, counts until it settles
+    offered = poll(http, cluster, event_id, late)
+    assert offered["status"] == "waiting_list"  # wants 10, one is back: passed over, not admitted
+    offered = join_waiting_list(http, cluster, event_id, late, 1)  # asks for one: it fits, at once
+    assert offered["status"] == "admitted", offered
+    problem(hold_with(http, cluster, event_id, late, offered["token"], quantity=2), 422, "VALIDATION_ERROR")
+    assert hold_with(http, cluster, event_id, late, offered["token"]).status_code == 201
 
 
 def test_who_joins_before_the_opening_is_shuffled_ahead_of_later_joins(http: httpx.Client,
@@ -266,3 +398,34 @@ def test_queue_mode_switches_without_stranding_anyone(http: httpx.Client, cluste
     for user, response in ((first, held_first), (second, held_second)):
         hold = http.get(f"/v1/holds/{response.json()['id']}", headers=cluster.headers(user))
         assert hold.status_code == 200 and hold.json()["status"] == "held", hold.text
+
+
+def test_redis_not_answering_keeps_ordinary_sales_and_admits_nobody(http: httpx.Client,
+                                                                    cluster: RunningCluster) -> None:
+    """Redis paused (`CLIENT PAUSE`: every command waits, as with a hung server): an event without
+    queue mode keeps selling (rate limits fail open, counted); a queue-mode event's waiting room
+    answers 503 with Retry-After and a hold without a token is still refused — never admit
+    everyone. Negative control: after the pause the same join is admitted."""
+    import redis
+
+    plain = str(create_event(http, cluster, event_body(ga("floor", 10)))["id"])
+    queued = queued_event(http, cluster, admit_per_second=100, capacity=10)
+    client = redis.Redis.from_url(str(cluster.state()["redis_url"]))
+    failed_open = metric_total(http, "ticketing_rate_limit_fail_open_total")
+    client.execute_command("CLIENT", "PAUSE", 6000, "ALL")
+    try:
+        sold = http.post("/v1/holds", json={"event_id": plain, "section": "floor", "quantity": 1},
+                         headers=cluster.headers("redis-down-buyer"))
+        assert sold.status_code == 201, sold.text
+        refused = problem(http.post(f"/v1/events/{queued}/queue", headers=cluster.headers("redis-down-buyer")),
+                          503, "SHARD_UNAVAILABLE")
+        assert refused["status"] == 503
+        no_token = hold_with(http, cluster, queued, "redis-down-buyer", None)
+        problem(no_token, 403, "QUEUE_TOKEN_REQUIRED")
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")
+    deadline = time.monotonic() + 3
+    while metric_total(http, "ticketing_rate_limit_fail_open_total") <= failed_open and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert metric_total(http, "ticketing_rate_limit_fail_open_total") > failed_open  # SREs see it
+    assert join(http, cluster, queued, "redis-down-buyer")["status"] == "admitted"

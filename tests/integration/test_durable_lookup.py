@@ -120,6 +120,10 @@ class Sale:
         while read(shard, GetHold(expired.hold_id, "cy")).status is not HoldStatus.EXPIRED:
             assert time.monotonic() < deadline, "the hold did not expire"
             time.sleep(0.2)
+        # Memory shows the expiry as soon as it is applied, before its commit; a kill then would
+        # bring the hold back live. A command's answer comes after its own commit, and commits
+        # follow apply order: once this hold is acknowledged the expiry is durable too.
+        self.hold(shard, HoldGeneralAdmission(short.event_id, "barrier", uuid.uuid4(), "floor", 1))
 
     @staticmethod
     def hold(shard: Any, command: Any) -> HoldView:

@@ -91,6 +91,7 @@ def test_a_value_postgres_refuses_fails_only_its_own_command(cluster: RunningClu
     assert_pool_consistent(dsn, create.event_id)
     after = ray.get(shard.metrics_text.remote()).decode()
     assert _metric(after, "ticketing_actor_isolated_commands_total") == 1
+    assert _metric(after, "ticketing_actor_oversell_refused_total") == 0, "a NUL is not an oversell"
     rebuilds = _metric(after, "ticketing_actor_recoveries_total") - _metric(before, "ticketing_actor_recoveries_total")
     assert rebuilds == 1, f"{rebuilds} rebuilds for one poison command"
 
@@ -145,6 +146,31 @@ def test_a_command_that_raises_while_applied_is_refused_alone(cluster: RunningCl
     assert stored == {before.hold_id, after.hold_id}
     text = ray.get(shard.metrics_text.remote()).decode()
     assert re.search(r'ticketing_actor_isolations_total\{shard="0",trigger="apply_raised"\} 1\.0', text), text
+
+
+def test_a_hold_the_pool_check_refuses_is_counted_as_an_oversell_refused(cluster: RunningCluster,
+                                                                        ray_driver: None) -> None:
+    """The pool's capacity shrinks in Postgres under a running shard (layout drift): memory still
+    allows a hold the database's ``CHECK (held + sold <= capacity)`` refuses. The hold is refused
+    alone, nothing of it is stored, and `ticketing_actor_oversell_refused_total{guard="ga_pools_check"}`
+    — the counter that pages, and must otherwise stay 0 — counts it."""
+    import ray
+
+    dsn = new_database(cluster)
+    shard = start_shard(dsn)
+    create = ga_event_command(100)
+    ray.get(shard.apply.remote([create]))
+    assert isinstance(ray.get(shard.apply.remote([ga_hold(create.event_id, "first", 2)]))[0], HoldView)
+    query(dsn, "UPDATE ga_pools SET capacity = 3 WHERE event_id = $1", create.event_id)
+
+    (reply,) = ray.get(shard.apply.remote([ga_hold(create.event_id, "second", 5)]))
+
+    assert reply == Refused("INTERNAL_ERROR", "the shard could not store this request")
+    (row,) = query(dsn, "SELECT count(*) AS n FROM holds WHERE event_id = $1", create.event_id)
+    assert row["n"] == 1, "the refused hold was stored"
+    text = ray.get(shard.metrics_text.remote()).decode()
+    assert re.search(r'ticketing_actor_oversell_refused_total\{guard="ga_pools_check",shard="0"\} 1\.0', text), text
+    assert _metric(text, "ticketing_actor_oversell_refused_total") == 1
 
 
 def test_recovery_refuses_only_the_event_whose_rows_disagree(cluster: RunningCluster, ray_driver: None) -> None:

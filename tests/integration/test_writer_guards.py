@@ -9,7 +9,8 @@ the picture) sell the same seat, or a core whose pool is larger than the databas
 drift) sells past the stored capacity. With the guard in place the second commit is refused
 and nothing of it is stored; with the guard dropped the double sale is stored and nothing else
 in the writer notices. If a control stops storing the double sale, the guard tests above it
-prove nothing.
+prove nothing. Each refusal is also one `shards.writer.oversell_guard` names, so the actor counts it
+(`ticketing_actor_oversell_refused_total`, which pages).
 
 Rows that already exist are the writer's own guard: a seat claim is released or sold only where
 it is still the claim the batch first saw, a pool's counters change only from the counters it
@@ -35,15 +36,14 @@ from actors.inventory.commands import BeginCheckout, ConfirmCheckout, HoldGenera
 from actors.inventory.core import ShardInventory
 from actors.inventory.layout import Layout
 from actors.inventory.results import HoldView, OrderView
-from loadtest.isolated import create_database, drop_database
 from shards import writer
 from shards.codec import core_result_codec
 from shards.lease import take_lease
-from shards.writer import Diverged, connect_writer, plan_batch, write_batch
+from shards.writer import Diverged, connect_writer, oversell_guard, plan_batch, write_batch
 from tests.core_limits import core_limits
 from tests.harness import RunningCluster
 from tests.support import fetch
-from tests.writer_support import BASE_S, DOCUMENT, LAYOUT, POOL, POOL_CAPACITY, event_rows_created
+from tests.writer_support import BASE_S, DOCUMENT, LAYOUT, POOL, POOL_CAPACITY, event_rows_created, scratch_database
 
 pytestmark = pytest.mark.integration
 
@@ -58,11 +58,8 @@ DROP_LIVE_TICKET_INDEX = "DROP INDEX tickets_one_live_per_seat"
 
 @pytest.fixture
 def scratch(cluster: RunningCluster) -> Iterator[str]:
-    dsn = create_database(str(cluster.state()["pg_dsns"][0]), "writer_guard")  # type: ignore[index]
-    try:
+    with scratch_database(cluster, "writer_guard") as dsn:
         yield dsn
-    finally:
-        drop_database(dsn)
 
 
 def core(event_id: uuid.UUID, layout: Layout = LAYOUT) -> ShardInventory:
@@ -150,6 +147,7 @@ def test_the_claim_primary_key_refuses_a_second_claim(scratch: str) -> None:
     event_id, outcomes = split_brain(scratch, sold=False)
     assert outcomes[0] is None
     assert isinstance(outcomes[1], asyncpg.UniqueViolationError), outcomes[1]
+    assert oversell_guard(outcomes[1]) == "seat_claims_pkey", "the refusal must count as an oversell refused"
     assert len(claims_of_seat(scratch, event_id)) == 1
     holds = asyncio.run(fetch(scratch, "SELECT user_id FROM holds WHERE event_id = $1", event_id))
     assert [row["user_id"] for row in holds] == ["ana"], "the refused batch left rows behind"
@@ -168,6 +166,8 @@ def test_a_second_sale_of_a_seat_is_refused_by_the_claim_key(scratch: str) -> No
     event_id, outcomes = split_brain(scratch, sold=True)
     assert outcomes[0] is None
     assert isinstance(outcomes[1], asyncpg.UniqueViolationError), outcomes[1]
+    # The tickets are written before the seat claims, so the live-ticket index may answer first.
+    assert oversell_guard(outcomes[1]) in ("seat_claims_pkey", "tickets_one_live_per_seat")
     assert len(live_tickets_of_seat(scratch, event_id)) == 1
 
 
@@ -176,6 +176,7 @@ def test_without_the_claim_key_the_live_ticket_index_still_refuses_a_second_sale
     assert outcomes[0] is None
     assert isinstance(outcomes[1], asyncpg.UniqueViolationError), outcomes[1]
     assert "tickets_one_live_per_seat" in str(outcomes[1])
+    assert oversell_guard(outcomes[1]) == "tickets_one_live_per_seat"
     assert len(live_tickets_of_seat(scratch, event_id)) == 1
 
 
@@ -225,6 +226,7 @@ def drop_pool_check(dsn: str) -> str:
 def test_the_pool_check_refuses_counters_above_capacity(scratch: str) -> None:
     event_id, error = drifted_pool_sale(scratch)
     assert isinstance(error, asyncpg.CheckViolationError), error
+    assert oversell_guard(error) == "ga_pools_check"
     assert (pool_row(scratch, event_id)["held"], pool_row(scratch, event_id)["sold"]) == (0, 0)
     tickets = asyncio.run(fetch(scratch, "SELECT count(*) AS n FROM tickets WHERE event_id = $1", event_id))
     assert tickets[0]["n"] == 0, "the refused batch left tickets behind"
@@ -289,6 +291,7 @@ def divergent_claim(dsn: str, ending: str) -> tuple[uuid.UUID, uuid.UUID, BaseEx
 def test_a_seat_claim_that_diverged_from_memory_is_refused(scratch: str, ending: str) -> None:
     ben, event_id, error = divergent_claim(scratch, ending)
     assert isinstance(error, Diverged) and "seat_claims" in str(error), error
+    assert oversell_guard(error) is None, "Diverged is fail-stop (a commit failure), not a refused oversell"
     assert [(row["hold_id"], row["state"]) for row in claims_of_seat(scratch, event_id)] == [(ben, "held")]
     orders = asyncio.run(fetch(scratch, "SELECT count(*) AS n FROM orders WHERE event_id = $1", event_id))
     assert orders[0]["n"] == 0, "the refused batch left an order behind"

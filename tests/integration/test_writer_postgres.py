@@ -23,7 +23,6 @@ from hypothesis import HealthCheck, given, settings
 
 from actors.inventory.commands import BeginCheckout, ConfirmCheckout, HoldSeats, TransferTicket
 from actors.inventory.results import OrderView, TransferView
-from loadtest.isolated import create_database, drop_database
 from shards import writer
 from shards.codec import core_result_codec
 from shards.lease import take_lease
@@ -37,6 +36,7 @@ from tests.writer_support import (
     expected_audit,
     projected_rows,
     run_steps,
+    scratch_database,
     steps,
     stored_rows,
 )
@@ -50,11 +50,8 @@ CODEC = core_result_codec()
 
 @pytest.fixture(scope="module")
 def scratch_dsn(cluster: RunningCluster) -> Iterator[str]:
-    dsn = create_database(str(cluster.state()["pg_dsns"][0]), "writer_test")  # type: ignore[index]
-    try:
+    with scratch_database(cluster, "writer_test") as dsn:
         yield dsn
-    finally:
-        drop_database(dsn)
 
 
 def lease_epoch(dsn: str) -> int:
@@ -94,7 +91,8 @@ async def commit_and_compare(dsn: str, epoch: int, run: Run) -> None:
         audit = await connection.fetch(
             """SELECT event_id, actor, entity, entity_id, from_status, to_status, at FROM audit_log
                WHERE event_id = $1 ORDER BY audit_id""", run.event_id)
-        assert [audit_row(tuple(row)) for row in audit] == expected_audit(run.changes())
+        assert [audit_row(tuple(row)) for row in audit] == expected_audit([change for batch in batches
+                                                                           for change in batch])
     finally:
         await connection.close(timeout=TIMEOUT_S)
 

@@ -146,15 +146,18 @@ def test_lone_surrogate_in_check_in_is_422_naming_the_field(field: str, encoding
 # Waiting-room tokens -----------------------------------------------------------------------------
 
 
-def _mint(key: bytes, user_id: str, event_id: uuid.UUID, ttl_s: int = 600) -> str:
-    """An admission token made by hand with a raw HMAC key, in the format of router/queue_tokens.py."""
+def _mint(key: bytes, user_id: str, event_id: uuid.UUID, ttl_s: int = 600, quantity_max: int | None = 0) -> str:
+    """An admission token made by hand with a raw HMAC key, in the format of router/queue_tokens.py
+    (`quantity_max` None: the format before that field)."""
     import base64
 
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
     user_digest = hashlib.sha256(user_id.encode()).digest()[:16]
-    payload = event_id.bytes + struct.pack(">I", int(time.time()) + ttl_s) + user_digest
+    expires_at = struct.pack(">I", int(time.time()) + ttl_s)
+    quantity = b"" if quantity_max is None else struct.pack(">I", quantity_max)
+    payload = event_id.bytes + expires_at + quantity + user_digest
     return f"{b64(payload)}.{b64(hmac.new(key, payload, hashlib.sha256).digest())}"
 
 
@@ -279,5 +282,29 @@ def test_a_queue_token_has_one_length_whoever_it_admits(tmp_path: Path) -> None:
     tokens = QueueTokens(secrets.ensure_queue_token_secret(tmp_path))
     for user in ("a", "é" * 255, "ü" * 255):
         token, _ = tokens.issue(user, EVENT_A, 600)
-        assert len(token) == 92 and tokens.admits(token, user, EVENT_A)
+        assert len(token) == 98 and tokens.admits(token, user, EVENT_A)
         assert not tokens.admits(token, user + "x", EVENT_A)
+        limited, _ = tokens.issue(user, EVENT_A, 600, quantity_max=100_000)  # the largest hold_quantity_max
+        assert len(limited) == 98 and tokens.admission(limited, user, EVENT_A) == 100_000
+
+
+def test_a_waiting_list_token_carries_its_quantity_and_cannot_be_widened(tmp_path: Path) -> None:
+    """A waiting-list admission is for a number of tickets: the token says how many, under the MAC.
+    Ordinary admissions say 0 (no limit); so do tokens of the format before the field (still
+    accepted until they expire)."""
+    tokens = QueueTokens(secrets.ensure_queue_token_secret(tmp_path))
+    ordinary, _ = tokens.issue("alice", EVENT_A, 600)
+    limited, _ = tokens.issue("alice", EVENT_A, 600, quantity_max=2)
+    assert tokens.admission(ordinary, "alice", EVENT_A) == 0
+    assert tokens.admission(limited, "alice", EVENT_A) == 2
+    assert tokens.admission(limited, "bob", EVENT_A) is None and tokens.admission(limited, "alice", EVENT_B) is None
+    # Widening the limit (to 0 = none), or cutting the field out, leaves the MAC of the limited token.
+    mac = limited.split(".")[1]
+    for quantity_max in (0, None):
+        changed = _mint(tokens.key, "alice", EVENT_A, quantity_max=quantity_max).split(".")[0]
+        assert tokens.admission(f"{changed}.{mac}", "alice", EVENT_A) is None
+    # The control: both layouts admit when signed with the key; the old one without a limit.
+    legacy = _mint(tokens.key, "alice", EVENT_A, quantity_max=None)
+    assert len(legacy) == 92 and tokens.admission(legacy, "alice", EVENT_A) == 0
+    assert tokens.admission(_mint(tokens.key, "alice", EVENT_A, quantity_max=3), "alice", EVENT_A) == 3
+    assert tokens.admission(legacy, "alice", EVENT_A, now_s=time.time() + 601) is None

@@ -10,7 +10,9 @@ import asyncpg
 import pytest
 
 from actors.committer import CommitFailed, Entry, GroupCommitter, is_data_error
-from actors.isolation import refusal
+from actors.isolation import PoisonIsolation, refusal
+from actors.shard_metrics import ShardMetrics
+from shards.writer import OVERSELL_GUARDS, oversell_guard
 
 pytestmark = pytest.mark.unit
 
@@ -101,3 +103,54 @@ def test_drain_waits_for_what_was_queued_before_it() -> None:
         await committer.stop()
 
     asyncio.run(main())
+
+
+def _refused_by(error_class: type[asyncpg.PostgresError], sqlstate: str, constraint: str) -> asyncpg.PostgresError:
+    """An error as asyncpg raises it for a refused row: the SQLSTATE and the constraint's name."""
+    return error_class.new({"C": sqlstate, "M": f"violates {constraint}", "n": constraint})
+
+
+def _oversell_counts(error: BaseException) -> dict[str, float | None]:
+    """Run poison isolation's commit-refused path on `error` (the probe fails, so it gives up and
+    rebuilds) and return the shard's oversell counter by guard (None: no such series)."""
+    metrics = ShardMetrics(3)
+
+    async def probe(groups: list[tuple[Any, ...]]) -> list[BaseException | None]:
+        raise ConnectionResetError("the probe's connection was lost")
+
+    async def nothing(*_: Any) -> Any:
+        return None
+
+    async def main() -> None:
+        entry = Entry(["change"], 1, asyncio.get_running_loop().create_future())
+        isolation = PoisonIsolation(3, metrics, probe=probe, rebuild=nothing, apply=nothing, commit=nothing)
+        await isolation.commit_refused([entry], error)
+        assert isinstance(entry.future.exception(), CommitFailed)
+
+    asyncio.run(main())
+    return {guard: metrics.registry.get_sample_value("ticketing_actor_oversell_refused_total",
+                                                     {"shard": "3", "guard": guard})
+            for guard in OVERSELL_GUARDS}
+
+
+def test_a_commit_refused_by_an_oversell_guard_is_counted_by_guard() -> None:
+    """Each database guard against selling twice, named in a refusal, counts once under its name."""
+    refusals = {"seat_claims_pkey": (asyncpg.exceptions.UniqueViolationError, "23505"),
+                "tickets_one_live_per_seat": (asyncpg.exceptions.UniqueViolationError, "23505"),
+                "ga_pools_check": (asyncpg.exceptions.CheckViolationError, "23514")}
+    assert set(refusals) == set(OVERSELL_GUARDS)
+    for guard, (error_class, sqlstate) in refusals.items():
+        counts = _oversell_counts(_refused_by(error_class, sqlstate, guard))
+        assert counts == {name: 1.0 if name == guard else 0.0 for name in OVERSELL_GUARDS}
+
+
+def test_other_refusals_are_not_counted_as_oversells() -> None:
+    """Negative control: a value Postgres cannot store, another unique key or CHECK, and a lost
+    connection leave the counter at 0 — its series exist (at 0) from the start."""
+    others = [asyncpg.exceptions.CharacterNotInRepertoireError("invalid byte sequence for encoding UTF8: 0x00"),
+              _refused_by(asyncpg.exceptions.UniqueViolationError, "23505", "idempotency_keys_pkey"),
+              _refused_by(asyncpg.exceptions.CheckViolationError, "23514", "ga_pools_held_check"),
+              asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")]
+    for error in others:
+        assert oversell_guard(error) is None, error
+        assert _oversell_counts(error) == dict.fromkeys(OVERSELL_GUARDS, 0.0)

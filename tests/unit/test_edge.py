@@ -228,3 +228,83 @@ def test_the_in_process_hold_benchmark_still_runs() -> None:
                             text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stderr
     assert "µs of router Python per hold" in result.stdout
+
+
+def test_an_unhandled_exception_is_logged_once_with_its_request_id_and_counted_as_500() -> None:
+    """A bug under a FastAPI route: the client gets a 500 problem quoting the request id (body
+    and X-Request-Id), the log has exactly one `unhandled error` line with that id and the
+    traceback, and the access line says 500 — read back through the JSON formatter every
+    process uses."""
+    import io
+    import json
+    import logging
+
+    from cluster.logs import JsonFormatter
+
+    app = create_app(Settings(jwt_secret=SECRET, data_dir=DATA_DIR))
+
+    @app.get("/v1/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        async def run() -> httpx.Response:
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return await client.get("/v1/boom")
+
+        response = asyncio.run(run())
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    body = assert_problem(response, 500, "INTERNAL_ERROR")
+    request_id = body["request_id"]
+    assert response.headers["x-request-id"] == request_id and "secret internals" not in response.text
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    errors = [line for line in lines if line["msg"] == "unhandled error"]
+    assert len(errors) == 1 and errors[0]["request_id"] == request_id and "RuntimeError" in errors[0]["exc"]
+    assert not [line for line in lines if "Exception in ASGI application" in line["msg"]]
+    access = [line for line in lines if line["logger"] == "ticketing.access"]
+    assert [(line["request_id"], line["status"], line["route"]) for line in access] == [(request_id, 500, "/v1/boom")]
+
+
+def test_every_line_a_request_causes_carries_its_id() -> None:
+    """Log lines written while serving a request (not only the access line) name it, and a
+    task shared by many requests does not inherit the id of the one that started it."""
+    import contextvars
+    import io
+    import json
+    import logging
+
+    from cluster.logs import REQUEST_ID, JsonFormatter, shared_context
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("ticketing.test")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        async def run() -> None:
+            REQUEST_ID.set("req-1")
+            logger.info("inside")
+            await asyncio.get_running_loop().create_task(_log_async(logger, "shared"), context=shared_context())
+            await asyncio.get_running_loop().create_task(_log_async(logger, "inherited"))
+
+        contextvars.Context().run(asyncio.run, run())
+    finally:
+        logger.removeHandler(handler)
+    lines = {line["msg"]: line for line in map(json.loads, stream.getvalue().splitlines())}
+    assert lines["inside"]["request_id"] == "req-1" and lines["inherited"]["request_id"] == "req-1"
+    assert "request_id" not in lines["shared"]
+
+
+async def _log_async(logger: Any, message: str) -> None:
+    logger.info(message)

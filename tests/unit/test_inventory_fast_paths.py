@@ -137,6 +137,7 @@ def test_ga_hold_records_and_view_carry_each_field_by_name() -> None:
         "total_cents": 1_500,
         "expires_at_s": 65.0,
         "at_s": 5.0,
+        "item_prices_cents": None,  # one price for all: total_cents / quantity
     }
     assert counters._asdict() == {"event_id": EVENT, "section_id": "floor", "held": 3, "sold": 0, "held_before": 0,
                                   "sold_before": 0}
@@ -158,6 +159,9 @@ def test_seat_hold_records_and_view_carry_each_field_by_name() -> None:
     assert claimed._asdict() == {"event_id": EVENT, "hold_id": command.hold_id, "seat_nos": seat_nos}
     assert outcome.result == inventory.hold(command.hold_id, "ben")
     assert [item.seat for item in outcome.result.items] == ["B-1-2-12", "A-AA-7"]
+    # Seats of two prices: the record lists each seat's, the price the hold keeps.
+    prices = tuple(item.price_cents for item in outcome.result.items)
+    assert len(set(prices)) == 2 and created.item_prices_cents == prices
 
 
 @pytest.mark.parametrize("kind", ["seats", "ga", "best"])
@@ -179,6 +183,8 @@ def test_a_confirmed_order_view_equals_the_order_read_back(kind: str) -> None:
     issued = next(change for change in outcome.changes if type(change) is TicketsIssued)
     assert issued.ticket_ids == command.ticket_ids and issued.replaces is None
     assert issued.section_ids == tuple(ticket.section_id for ticket in outcome.result.tickets)
+    assert issued.prices_cents == tuple(ticket.price_cents for ticket in outcome.result.tickets)
+    assert outcome.result.total_cents == hold.result.total_cents == sum(issued.prices_cents)
     if kind == "ga":
         assert issued.seat_nos == (None, None)
     else:

@@ -7,6 +7,7 @@ projection; a new event is loaded from those rows. If any change record were mis
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from itertools import count
 
@@ -23,12 +24,13 @@ from actors.inventory.commands import (
     HoldSeats,
     RefundOrder,
     ReleaseHold,
+    SetSectionPrice,
     TransferTicket,
 )
 from actors.inventory.core import ShardInventory
 from actors.inventory.errors import InvariantViolation
 from actors.inventory.event import EventInventory
-from actors.inventory.layout import GeneralAdmissionSpec, Layout, RowSpec, SeatedSectionSpec
+from actors.inventory.layout import DynamicPricing, GeneralAdmissionSpec, Layout, RowSpec, SeatedSectionSpec
 from actors.inventory.recovery import load_event
 from actors.inventory.results import HoldView, OrderView, TransferView
 from actors.inventory.sales import EventSettings
@@ -100,8 +102,11 @@ def snapshot(event: EventInventory) -> dict[str, object]:
         "held": event.held.tolist(),
         "sold": event.sold.tolist(),
         "holds": sorted(
-            (h.hold_id, h.status, h.seat_nos, h.quantity, h.expires_at_s) for h in event.hold_table if h is not None
+            (h.hold_id, h.status, h.seat_nos, h.quantity, h.expires_at_s, h.item_prices())
+            for h in event.hold_table
+            if h is not None
         ),
+        "ticket_prices": event.tickets.price.tolist(),
         "tickets": [event.ticket_view(serial) for serial in range(len(book))],
         "orders": sorted((event.order_view(order) for order in range(len(book.order_ids))), key=lambda o: o.order_id),
         "units": sorted((event.units_of(event.find_user(u)), u) for u in ("ana", "ben", "cai", "dee", "hal", "ivy")),
@@ -158,3 +163,63 @@ def test_inconsistent_rows_are_refused_before_serving() -> None:
     event, live = load_event(EVENT, LAYOUT, SETTINGS, [*holds, clash], orders, tickets)
     with pytest.raises(InvariantViolation):
         ShardInventory(core_limits()).adopt_event(event, live)
+
+
+DYNAMIC_SPECS = (
+    SeatedSectionSpec("A", 1_000, tuple(RowSpec(str(r), 8) for r in range(1, 3)), pricing=DynamicPricing(800, 4_000)),
+    GeneralAdmissionSpec("floor", 500, 20, pricing=DynamicPricing(500, 2_000)),
+    SeatedSectionSpec("B", 3_000, (RowSpec("1", 4),)),  # fixed
+)
+
+
+def test_dynamic_prices_and_locked_prices_survive_recovery() -> None:
+    """Prices move between holds and sales; the reloaded event (its layout built, as the shell
+    does, from the projected `sections.price_cents`) sells at the last committed price, and every
+    live hold, ticket and order keeps the price it was given."""
+    layout = Layout(DYNAMIC_SPECS)
+    shard = ShardInventory(core_limits())
+    shard.create_event(EVENT, layout, SETTINGS)
+    changes: list[Change] = []
+    ids = count(1)
+
+    def run(command: Command, now_s: float) -> object:
+        outcome = shard.apply(command, now_s)
+        changes.extend(outcome.changes)
+        return outcome.result
+
+    def hold_and_sell(user: str, command: Command, now_s: float, sell: bool) -> None:
+        view = run(command, now_s)
+        assert isinstance(view, HoldView)
+        if sell:
+            run(BeginCheckout(user, view.hold_id), now_s)
+            order_id = uuid.UUID(int=next(ids))
+            run(ConfirmCheckout(user, view.hold_id, order_id, tuple(uuid.UUID(int=next(ids)) for _ in view.items)),
+                now_s)
+
+    for step, (a_price, floor_price) in enumerate([(1_000, 500), (1_700, 900), (3_100, 2_000), (900, 650)]):
+        now_s = float(step)
+        run(SetSectionPrice(EVENT, "A", a_price, "system"), now_s)
+        run(SetSectionPrice(EVENT, "floor", floor_price, "system"), now_s)
+        user = f"u{step}"
+        hold_and_sell(user, HoldBestAvailable(EVENT, user, uuid.UUID(int=next(ids)), "A", 2), now_s, step % 2 == 0)
+        hold_and_sell(user, HoldGeneralAdmission(EVENT, user, uuid.UUID(int=next(ids)), "floor", 2), now_s, step != 1)
+        hold_and_sell(user, HoldSeats(EVENT, user, uuid.UUID(int=next(ids)), (f"A-2-{step + 1}", f"B-1-{step + 1}")),
+                      now_s, step == 3)  # seats of two prices: one price per seat
+    run(SetSectionPrice(EVENT, "A", 2_222, "system"), 9.0)
+    projection = RowsProjection()
+    projection.apply_all(changes)
+    current = {section_id: price for (event_id, section_id), price in projection.section_prices.items()}
+    assert current == {"A": 2_222, "floor": 650}
+    reloaded_layout = Layout(tuple(dataclasses.replace(spec, price_cents=current.get(spec.section_id, spec.price_cents))
+                                   for spec in DYNAMIC_SPECS))
+    event, live = load_event(EVENT, reloaded_layout, SETTINGS, *projection.event_rows(EVENT))
+    reloaded = ShardInventory(core_limits())
+    reloaded.adopt_event(event, live)
+    original = shard.events[EVENT]
+    assert snapshot(event) == snapshot(original)
+    assert reloaded.availability(EVENT) == shard.availability(EVENT)
+    assert [reloaded.hold(h.hold_id) for h in live] == [shard.hold(h.hold_id) for h in live]
+    # The locks are really tested: live holds and tickets whose prices are not today's.
+    assert any(2_222 not in h.item_prices() for h in live if h.pool is None)
+    assert any(isinstance(h.prices_cents, tuple) for h in live)
+    assert set(event.tickets.price.tolist()) >= {1_000, 3_100, 500, 2_000}

@@ -38,7 +38,9 @@ def _code(ring: KeyRing, place: str = "A-12-7") -> str:
 
 
 def _decode(image: Image.Image) -> str:
-    results = zxingcpp.read_barcodes(image)
+    # QR codes only: with every format on, about 3 in 1,000 codes also "contain" a Codabar or ITF
+    # barcode that the decoder reads out of the modules (measured over 4,000 codes).
+    results = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)
     assert len(results) == 1
     assert results[0].format == zxingcpp.BarcodeFormat.QRCode
     assert results[0].ec_level == "M"

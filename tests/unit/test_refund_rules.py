@@ -9,13 +9,16 @@ ticket to the sender.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from itertools import count
 
 import pytest
 
+from actors.inventory.changes import EventSoldOut
 from actors.inventory.commands import (
     BeginCheckout,
+    ChangeEventStatus,
     CheckIn,
     ConfirmCheckout,
     HoldSeats,
@@ -24,9 +27,20 @@ from actors.inventory.commands import (
 )
 from actors.inventory.core import ShardInventory
 from actors.inventory.errors import ErrorCode
+from actors.inventory.invariants import check_all
 from actors.inventory.layout import Layout, RowSpec, SeatedSectionSpec
-from actors.inventory.results import HoldView, OrderView, Outcome, Rejection, TicketView, TransferView
-from actors.inventory.sales import EventSettings
+from actors.inventory.results import (
+    EventStatusView,
+    HoldView,
+    OrderView,
+    Outcome,
+    Rejection,
+    TicketView,
+    TransferView,
+)
+from actors.inventory.sales import EventSettings, EventStatus
+from actors.inventory.tickets import TicketStatus
+from actors.payments import refunded_cents
 from tests.core_limits import core_limits
 
 pytestmark = pytest.mark.unit
@@ -137,3 +151,82 @@ def test_the_buyers_order_never_shows_the_recipients_ticket() -> None:
     back = transfer(shard, "ben", bens, "ana")
     seen = shard.order(order.order_id, "ana")
     assert seen is not None and [t.ticket_id for t in seen.tickets] == [order.tickets[0].ticket_id, back.ticket_id]
+
+
+# --- the event's cancellation (docs/organizers.md "Cancellation") -------------------------------------
+
+
+def cancelled_inventory() -> tuple[ShardInventory, OrderView, OrderView, TicketView]:
+    """A gift (one ticket transferred to ben) and a checked-in order, then the event cancelled."""
+    shard = inventory()
+    gift = buy(shard, "ana", "A-1-1", "A-1-2")
+    bens = transfer(shard, "ana", gift.tickets[0], "ben")
+    used = buy(shard, "cy", "A-1-3")
+    assert isinstance(shard.apply(CheckIn(used.tickets[0].ticket_id, "north"), 4.0).result, TicketView)
+    assert isinstance(shard.apply(ChangeEventStatus(EVENT, EventStatus.CANCELLED, "org"), 5.0).result,
+                      EventStatusView)
+    return shard, gift, used, bens
+
+
+def test_the_cancellation_voids_every_ticket_an_order_became_and_pays_back_the_whole_order() -> None:
+    shard, gift, used, bens = cancelled_inventory()
+    outcome = shard.apply(RefundOrder("system", gift.order_id, True, "cancel-1", cancellation=True), 6.0)
+    assert isinstance(outcome.result, OrderView) and outcome.result.status == "refunded"
+    assert refunded_cents(outcome.result, cancellation=True) == 2 * PRICE_CENTS
+    assert shard.ticket(bens.ticket_id) is not None and shard.ticket(bens.ticket_id).status == "cancelled"
+    assert {t.status for t in outcome.result.tickets} == {TicketStatus.TRANSFERRED, TicketStatus.CANCELLED}
+    checked_in = shard.apply(RefundOrder("system", used.order_id, True, "cancel-2", cancellation=True), 6.0)
+    assert isinstance(checked_in.result, OrderView), checked_in.result  # the event will not happen
+    assert [t.status for t in checked_in.result.tickets] == [TicketStatus.CANCELLED]
+    assert seat_map(shard) == "......"
+    check_all(shard.events[EVENT])
+
+
+def test_a_cancelled_event_refuses_every_other_refund_check_in_transfer_and_status() -> None:
+    shard, gift, _, bens = cancelled_inventory()
+    assert code(shard.apply(RefundOrder("ana", gift.order_id), 6.0)) is ErrorCode.EVENT_CANCELLED
+    assert code(shard.apply(CheckIn(gift.tickets[1].ticket_id, "north"), 6.0)) is ErrorCode.TICKET_VOID
+    assert code(shard.apply(TransferTicket("ben", bens.ticket_id, "dee", new_id()), 6.0)) is ErrorCode.TICKET_VOID
+    for status in (EventStatus.ON_SALE, EventStatus.PAUSED):
+        assert code(shard.apply(ChangeEventStatus(EVENT, status, "org"), 6.0)) is ErrorCode.EVENT_CANCELLED
+
+
+def test_only_a_cancelled_event_is_refunded_by_cancellation() -> None:
+    shard = inventory()
+    order = buy(shard, "ana", "A-1-1")
+    refused = shard.apply(RefundOrder("system", order.order_id, True, "cancel", cancellation=True), 3.0)
+    assert code(refused) is ErrorCode.VALIDATION_ERROR
+
+
+def test_a_payment_in_flight_when_the_event_is_cancelled_fails_its_hold() -> None:
+    shard = inventory()
+    held = shard.apply(HoldSeats(EVENT, "ana", new_id(), ("A-1-1",)), 0.0).result
+    assert isinstance(held, HoldView)
+    assert isinstance(shard.apply(BeginCheckout("ana", held.hold_id), 1.0).result, HoldView)
+    shard.apply(ChangeEventStatus(EVENT, EventStatus.CANCELLED, "org"), 2.0)
+    refused = shard.apply(ConfirmCheckout("ana", held.hold_id, new_id(), (new_id(),)), 3.0)
+    assert code(refused) is ErrorCode.EVENT_CANCELLED and refused.changes  # the hold failed with it
+    assert shard.hold(held.hold_id) is not None and shard.hold(held.hold_id).status == "failed"
+
+
+def test_a_pause_keeps_queue_mode() -> None:
+    shard = inventory()
+    event = shard.events[EVENT]
+    event.settings = dataclasses.replace(event.settings, queue_required=True)
+    shard.apply(ChangeEventStatus(EVENT, EventStatus.PAUSED, "org"), 1.0)
+    assert event.settings.queue_required
+
+
+def test_the_confirmation_of_the_last_unit_records_the_sell_out_and_a_hold_does_not() -> None:
+    shard = inventory()
+    first = buy(shard, "ana", "A-1-1", "A-1-2", "A-1-3")
+    held = shard.apply(HoldSeats(EVENT, "ben", new_id(), ("A-1-4", "A-1-5", "A-1-6")), 3.0)
+    assert isinstance(held.result, HoldView)
+    assert not any(isinstance(change, EventSoldOut) for change in held.changes)  # a hold may come back
+    assert isinstance(shard.apply(BeginCheckout("ben", held.result.hold_id), 4.0).result, HoldView)
+    confirmed = shard.apply(ConfirmCheckout("ben", held.result.hold_id, new_id(), (new_id(), new_id(), new_id())),
+                            5.0)
+    assert [change for change in confirmed.changes if isinstance(change, EventSoldOut)] == [EventSoldOut(EVENT, 5.0)]
+    assert isinstance(shard.apply(RefundOrder("ana", first.order_id), 6.0).result, OrderView)
+    again = buy(shard, "cy", "A-1-1")
+    assert again.order_id and seat_map(shard) == "s..sss"  # not sold out: no record (buy asserts the order)

@@ -185,3 +185,36 @@ def test_every_code_the_router_raises_is_in_the_problem_enum() -> None:
 
     raised |= {code for _, code in REJECTION_STATUS.values()}
     assert raised - set(TITLES) == set()
+
+
+DYNAMIC = {"mode": "dynamic", "floor_cents": 1_000, "ceiling_cents": 5_000}
+
+
+@pytest.mark.parametrize("kind", ["ga", "seated"])
+def test_a_section_may_opt_in_to_dynamic_pricing_within_bounds(kind: str) -> None:
+    """GA pools and seated sections both take `pricing`; the starting price lies within the bounds."""
+    shape: dict[str, Any] = {"capacity": 5} if kind == "ga" else {"rows": [{"label": "1", "seats": 4}]}
+    section = {"id": "s", "name": "S", "kind": kind, "price_cents": 2_000, "pricing": DYNAMIC, **shape}
+    created = EventCreate.model_validate(event(sections=[section]))
+    assert created.model_dump(mode="json")["sections"][0]["pricing"] == DYNAMIC
+    fixed = {**section, "pricing": {"mode": "fixed"}}
+    assert EventCreate.model_validate(event(sections=[fixed]))
+
+
+@pytest.mark.parametrize("pricing", [
+    {"mode": "dynamic", "floor_cents": 3_000, "ceiling_cents": 5_000},  # price below the floor
+    {"mode": "dynamic", "floor_cents": 100, "ceiling_cents": 1_000},  # price above the ceiling
+    {"mode": "dynamic", "floor_cents": 5_000, "ceiling_cents": 1_000},  # floor above ceiling
+    {"mode": "dynamic", "floor_cents": 1_000},  # no ceiling
+    {"mode": "dynamic", "floor_cents": 0, "ceiling_cents": 10**30},  # hostile sizes are 422, not 5xx
+    {"mode": "dynamic", "floor_cents": -1, "ceiling_cents": 5_000},
+    {"mode": "dynamic", "floor_cents": "1000", "ceiling_cents": 5_000},  # strings are not numbers
+    {"mode": "dynamic", "floor_cents": True, "ceiling_cents": 5_000},
+    {"mode": "fixed", "floor_cents": 1_000},  # a fixed price has no bounds
+    {"mode": "surge", "floor_cents": 1_000, "ceiling_cents": 5_000},
+    {"mode": "dynamic", "floor_cents": 1_000, "ceiling_cents": 5_000, "step": 3},  # unknown field
+])
+def test_bad_pricing_is_refused(pricing: dict[str, Any]) -> None:
+    section = {"id": "s", "name": "S", "kind": "ga", "capacity": 5, "price_cents": 2_000, "pricing": pricing}
+    with pytest.raises(ValidationError):
+        EventCreate.model_validate(event(sections=[section]))

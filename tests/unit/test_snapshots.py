@@ -70,3 +70,13 @@ def test_zero_seconds_means_every_read_asks() -> None:
 
     asyncio.run(run())
     assert calls == 3
+
+
+def test_public_reads_state_their_age_and_how_long_caches_may_keep_them() -> None:
+    from cluster.settings import Settings
+    from router.events_api import freshness_headers
+
+    assert dict(freshness_headers(Settings(read_snapshot_s=0.5), time.time() - 3.2)) == {
+        b"cache-control": b"public, max-age=1", b"age": b"3"}
+    assert dict(freshness_headers(Settings(read_snapshot_s=0), time.time())) == {
+        b"cache-control": b"no-cache", b"age": b"0"}

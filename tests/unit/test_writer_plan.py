@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from actors.inventory.changes import PoolCountersChanged
+from actors.inventory.changes import PoolCountersChanged, SectionPriceChanged
 from actors.inventory.commands import (
     BeginCheckout,
     ConfirmCheckout,
@@ -178,6 +178,9 @@ def test_guarded_update_refuses_a_database_that_disagrees() -> None:
 
 
 def test_audit_keeps_every_transition_of_a_folded_batch() -> None:
+    """Every audited transition is kept even where rows fold to their net effect. Holds are not
+    audited (issue 15: they are counted, and their rows keep status and times), so the hold's
+    three transitions in this batch leave no audit row while the order and ticket do."""
     run = fresh_run()
     view = held(run, "ana")
     run.apply(BeginCheckout("ana", view.hold_id))
@@ -186,7 +189,6 @@ def test_audit_keeps_every_transition_of_a_folded_batch() -> None:
     plan = plan_batch(run.batches[-1])
     trail = [audit_row(row) for row in plan.audit]
     assert [(entity, before, after) for entity, _, before, after, _, _ in trail] == [
-        ("hold", None, "held"), ("hold", "held", "payment_pending"), ("hold", "payment_pending", "confirmed"),
         ("order", None, "confirmed"), ("ticket", None, "valid")]
     assert trail == expected_audit(run.batches[-1])
 
@@ -266,9 +268,10 @@ def check_against_projection(instructions: list[tuple[Any, ...]]) -> None:
     far, and the audit trail equals every transition."""
     run = run_steps(instructions, EVENT, sequential_ids())
     tables = TableModel()
-    tables.execute(plan_batch([event_rows_created(EVENT)]))
+    created = event_rows_created(EVENT)
+    tables.execute(plan_batch([created]))
     projection = RowsProjection()
-    seen: list[Any] = []
+    seen: list[Any] = [created]  # the event's creation is its first audit row
     for batch in run.batches:
         tables.execute(plan_batch(batch))
         projection.apply_all(batch)
@@ -303,3 +306,16 @@ def test_negative_control_unfolded_transitions_are_caught(monkeypatch: pytest.Mo
     blind = settings(PLAN_SETTINGS, max_examples=200, report_multiple_bugs=False)
     with pytest.raises((AssertionError, Diverged)):
         blind(given(steps())(check_against_projection))()
+
+
+def test_price_changes_fold_to_one_guarded_update_and_each_is_audited() -> None:
+    """Two moves of one section in a batch: one UPDATE from the first price seen to the last, and
+    one audit row per move (system actor, from → to in cents, the section in the detail)."""
+    plan = plan_batch([SectionPriceChanged(EVENT, "A", 1_000, 1_050, "system", BASE_S),
+                       SectionPriceChanged(EVENT, "A", 1_050, 1_100, "system", BASE_S + 10)])
+    assert plan.section_prices == {(EVENT, "A"): [1_000, 1_100]} and not plan.empty
+    assert [audit_row(row) for row in plan.audit] == [
+        ("event", EVENT, "1000", "1050", "system", BASE_S), ("event", EVENT, "1050", "1100", "system", BASE_S + 10)]
+    assert [(row[-2], row[-1]) for row in plan.audit] == [
+        ("section.price_changed", {"section": "A", "from_cents": 1_000, "to_cents": 1_050}),
+        ("section.price_changed", {"section": "A", "from_cents": 1_050, "to_cents": 1_100})]
