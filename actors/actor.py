@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -46,7 +47,7 @@ from actors.inventory.changes import IdempotencyRecorded
 from actors.inventory.pricing import Demand, DemandRule
 from actors.inventory.results import Outcome
 from actors.isolation import ApplyCrashed, PoisonIsolation
-from actors.protocol import ShellOutcome, Unavailable, core_command
+from actors.protocol import ShellOutcome, SlotMoved, Unavailable, core_command
 from actors.reads import answer_query
 from actors.recording import record_outcomes
 from actors.restore import load_keys, restore_shard
@@ -58,6 +59,8 @@ from cluster.native import CORE_STATUS
 from cluster.queue_keys import waiting_keys
 from cluster.settings import ShardBounds
 from shards.lookup import DurableLookup, LookupFailed, PurgeInterrupted
+from shards.slot_moves import FENCED, OWNED
+from shards.slots import slot_of, slot_of_id
 from shards.store import DATABASE_ERRORS, PostgresShardStore, ShardStore, StoreBounds, StoreFactory
 from shards.writer import Fenced
 
@@ -128,6 +131,9 @@ class ShardActor:
         self._ready = asyncio.Event()
         self._timers: list[asyncio.Task[None]] = []  # held so the tasks are not collected
         self._pricing_redis: Any = None  # made on the first pricing round with dynamic sections
+        # The slots this shard serves: the settings' until recovery reads `slot_owners` (a slot move
+        # changes it, shards/slot_moves.py). A request on any other slot is answered `SlotMoved`.
+        self.owned: frozenset[int] = frozenset(config.slots)
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     # --- start, recovery, rebuild -----------------------------------------------------------------
@@ -164,8 +170,15 @@ class ShardActor:
     async def _recover(self) -> None:
         started = time.perf_counter()
         gc.unfreeze()  # the state being replaced must become collectable (holds and events form cycles)
-        self.state = await restore_shard(self.store, self.config.shard_id, list(self.config.slots),
+        rows = await self.store.slot_rows(list(self.config.slots))
+        owned = frozenset(row.slot for row in rows if row.state == OWNED)
+        self.state = await restore_shard(self.store, self.config.shard_id, sorted(owned),
                                          self.bounds.inventory_limits(), self.holder)
+        self.owned = owned
+        self.rules = dataclasses.replace(self.rules, slots=owned)
+        self.metrics.slots_owned.set(len(owned))
+        self.metrics.slots_fenced.set(sum(1 for row in rows if row.state == FENCED))
+        self.metrics.map_version.set(max((row.version for row in rows), default=1))
         gc.collect()
         gc.freeze()
         elapsed = time.perf_counter() - started
@@ -276,12 +289,26 @@ class ShardActor:
         memory forgot (answered from Postgres, actors/ended_holds.py) and calls on an event recovery
         refused. Empty for almost every batch."""
         answered = await answer_ended_holds(self.state.inventory, self.lookup, requests)
+        answered.update(self._not_owned(requests))  # after: a moved hold's lookup finds nothing here
         state = self.state
         if state.quarantined:
             for index, request in enumerate(requests):
                 if state.is_quarantined(event_of(request)):
                     answered[index] = Unavailable(QUARANTINED)
         return answered
+
+    def _not_owned(self, requests: list[Any]) -> dict[int, SlotMoved]:
+        """`SlotMoved` for each request on a slot this shard does not serve (a router with an older
+        shard map sent it): nothing of it is applied, the router sends it to the owner."""
+        refused = {}
+        owned = self.owned
+        for index, request in enumerate(requests):
+            slot = _slot_of_request(request)
+            if slot is not None and slot not in owned:
+                refused[index] = SlotMoved(slot)
+        if refused:
+            self.metrics.slot_moved.inc(len(refused))
+        return refused
 
     async def _apply_ready(self, requests: list[Any]) -> list[Any]:
         started = time.perf_counter()
@@ -506,7 +533,9 @@ class ShardActor:
 
     async def read(self, queries: list[Any]) -> list[Any]:
         await self._started()
-        return [await answer_query(self.state, self.lookup, self.metrics, query) for query in queries]
+        refused = self._not_owned(queries)
+        return [refused[index] if index in refused else await answer_query(self.state, self.lookup, self.metrics, query)
+                for index, query in enumerate(queries)]
 
     async def read_wire(self, wire: bytes) -> bytes:
         return encode_replies(await self.read(decode_requests(wire)))
@@ -520,7 +549,7 @@ class ShardActor:
         if self._start_task is None:  # a probe wakes a restarted actor up: recovery starts now
             self._start_task = asyncio.get_running_loop().create_task(self._start())
         state = self.state
-        return {"shard_id": self.config.shard_id, "slots": len(self.config.slots), "pid": os.getpid(),
+        return {"shard_id": self.config.shard_id, "slots": len(self.owned), "pid": os.getpid(),
                 "started_at": self.started_at, "epoch": state.epoch,
                 "ready": self._ready.is_set(), "events": len(state.catalog),
                 "quarantined_events": sorted(str(event_id) for event_id in state.quarantined),
@@ -528,7 +557,37 @@ class ShardActor:
                 "core": CORE_STATUS.detail, "node_id": _node_id()}
 
     async def slots(self) -> list[int]:
-        return list(self.config.slots)
+        return sorted(self.owned)
+
+    # --- slot moves (shards/slot_moves.py; cluster/slot_move.py drives them) ----------------------
+
+    async def fence_slots(self, slots: list[int], version: int) -> dict[str, Any]:
+        """A move's first step: stop serving `slots`. Calls wait while the shard pauses; everything
+        applied before is committed (the committer drains), the slots are marked 'fenced' in
+        Postgres, and memory is rebuilt without their events, so that neither a timer nor a late
+        call can write for them here again. A rebuild after a crash reads the mark: the same."""
+        await self._started()
+        self._pause()
+        try:
+            await self.committer.drain()
+            fenced = await self.store.fence_slots(sorted(slots), version)
+            await self._recover_until_done()
+        finally:
+            self._resume()
+        log.info("shard %s fenced %d slots for map version %d", self.config.shard_id, fenced, version)
+        return await self.health()
+
+    async def adopt_slots(self, slots: list[int]) -> dict[str, Any]:
+        """A move's last step: serve `slots`, whose rows the move copied here and marked 'owned'
+        (a rebuild loads them; nothing to do when this shard already serves them)."""
+        await self._started()
+        if not set(slots) <= self.owned:
+            self._pause()
+            try:
+                await self._recover_until_done()
+            finally:
+                self._resume()
+        return await self.health()
 
     async def metrics_text(self) -> bytes:
         return self.metrics.text()
@@ -542,6 +601,20 @@ def _node_id() -> str | None:
         return str(ray.get_runtime_context().get_node_id()) if ray.is_initialized() else None
     except Exception:
         return None
+
+
+def _slot_of_request(request: Any) -> int | None:
+    """The slot a command or query is about: its event's, or the one its hold, order or ticket id
+    carries. None for requests about no one slot (a user's tickets across the shard)."""
+    command = core_command(request)
+    event_id = getattr(command, "event_id", None)
+    if event_id is not None:
+        return slot_of(event_id)
+    for name in ("hold_id", "order_id", "ticket_id"):
+        value = getattr(command, name, None)
+        if value is not None:
+            return slot_of_id(value)
+    return None
 
 
 def _spliced(count: int, answered: dict[int, Any], applied: list[Any]) -> list[Any]:

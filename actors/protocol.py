@@ -94,6 +94,14 @@ class Unavailable(NamedTuple):
     reason: str
 
 
+class SlotMoved(NamedTuple):
+    """This shard does not serve the request's slot — a move took it away or has not handed it
+    over yet (shards/slot_moves.py): nothing of the request was applied. The router reads the
+    shard map again and sends the request to the slot's owner."""
+
+    slot: int
+
+
 class Refused(NamedTuple):
     """Poison isolation convicted this command: Postgres refuses what it would store, so it was
     left out of its batch (whose other commands committed) and nothing of it was applied.

@@ -117,6 +117,16 @@ class ShardMetrics:
         # Dynamic pricing (actors/inventory/pricing.py): price moves the pricing timer committed.
         self.price_changes = counter("ticketing_price_changes_total",
                                      "Dynamic section prices moved (each one audited).").labels(shard)
+        # Slot moves (shards/slot_moves.py): slots this shard serves and slots fenced here by a move
+        # under way (a fenced slot is served by nobody until the move copies it: an alert watches
+        # it), the shard-map version it last read, and requests answered "slot moved".
+        self.slots_owned = gauge("ticketing_actor_slots_owned", "Slots this shard serves.").labels(shard)
+        self.slots_fenced = gauge("ticketing_actor_slots_fenced",
+                                  "Slots a move has fenced on this shard and not yet handed over.").labels(shard)
+        self.map_version = gauge("ticketing_actor_shard_map_version",
+                                 "Highest shard-map version in this shard's database.").labels(shard)
+        self.slot_moved = counter("ticketing_actor_slot_moved_total",
+                                  "Requests refused because this shard does not own their slot.").labels(shard)
         self.shard = shard
         self.stock = StockCollector(shard, lambda: (), 0)  # fed by watch_stock
         registry.register(self.stock)

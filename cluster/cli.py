@@ -1,4 +1,4 @@
-"""The `ticketing` command line: up, down, token, migrate, status, verify."""
+"""The `ticketing` command line: up, down, token, migrate, status, slots, verify."""
 
 from __future__ import annotations
 
@@ -109,6 +109,57 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if status["healthy"] else 1
 
 
+def _deployment(settings: Settings) -> tuple[list[str], str]:
+    """The shard DSNs and Ray address of the running deployment (slot moves need both)."""
+    from cluster import runstate
+
+    state = runstate.read_state(settings.resolved_data_dir)
+    dsns = list(settings.pg_dsns) or list(state.get("pg_dsns", []))
+    address = settings.ray_address or state.get("ray_address", "")
+    if not dsns or not address:
+        raise ValueError(f"no running deployment in {settings.resolved_data_dir} (start it with `ticketing up`)")
+    return dsns, address
+
+
+def cmd_slots_show(args: argparse.Namespace) -> int:
+    from cluster.slot_move import read_ownership, slot_ranges
+    from shards.slot_moves import owners_of
+
+    dsns, _ = _deployment(_settings(args))
+    rows = asyncio.run(read_ownership(dsns))
+    owners, version = owners_of(rows)
+    print(f"shard map version {version}")
+    for shard_id, shard_rows in rows.items():
+        by_state = {state: [row.slot for row in shard_rows if row.state == state] for state in ("owned", "fenced")}
+        fenced = f"  fenced {slot_ranges(by_state['fenced'])}" if by_state["fenced"] else ""
+        print(f"shard {shard_id}: owns {slot_ranges(by_state['owned'])}{fenced}")
+    unowned = [slot for slot in range(256) if slot not in owners]
+    if unowned:
+        print(f"served by nobody (a move under way: run it again to finish): {slot_ranges(unowned)}")
+    return 0
+
+
+def cmd_slots_move(args: argparse.Namespace) -> int:
+    import logging
+
+    import ray
+
+    from cluster.raycluster import prepare_local_ray_environment
+    from cluster.slot_move import move_slots, parse_slot_range, ray_caller
+
+    settings = _settings(args)
+    slots = parse_slot_range(args.range)
+    dsns, address = _deployment(settings)
+    prepare_local_ray_environment()
+    ray.init(address=address, namespace="ticketing", logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        report = asyncio.run(move_slots(dsns, slots, args.to, ray_caller(settings.startup_timeout_s)))
+    finally:
+        ray.shutdown()
+    print(report.describe())
+    return 0
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -157,6 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     status = add("status", cmd_status, "shards (events, epoch, last commit, commit queue, Ray node), actors, "
                                        "databases and Redis of a deployment")
     status.add_argument("--json", action="store_true", help="print the status as JSON (for scripts)")
+    slots = add("slots", cmd_slots_show, "the shard map as the shard databases record it: which shard owns which "
+                                         "slots, and moves under way")
+    slot_commands = slots.add_subparsers(dest="slots_command", metavar="SUBCOMMAND")
+    move = slot_commands.add_parser(
+        "move", help="move a slot range to another shard while the cluster serves (run again to finish an "
+                     "interrupted move)",
+        description="Fence the slots on their shard, copy their events' rows to the target shard's database, "
+                    "clear the source, and let the target serve them (docs/operations.md \"Moving slots\").")
+    move.add_argument("range", metavar="FIRST-LAST", help="the slots to move, e.g. 0-15 (all on one shard)")
+    move.add_argument("--to", type=int, required=True, metavar="K", help="the shard that will serve them")
+    move.add_argument("--data-dir", type=Path, default=None, help="deployment data folder (default .data)")
+    move.set_defaults(handler=cmd_slots_move)
     from cluster.verify import add_verify_parser
 
     add_verify_parser(commands)

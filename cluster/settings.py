@@ -223,6 +223,16 @@ class Settings(BaseSettings):
     # actor and recovery takes ~1-2 s. The n-th retry waits the n-th delay (the last one repeats).
     shard_call_retries_max: int = Field(5, ge=0)
     shard_retry_backoff_s: Annotated[tuple[float, ...], NoDecode] = (0.05, 0.2, 0.5, 1.0, 2.0)
+    # A request a shard answers "slot moved" (a slot move fenced it, shards/slot_moves.py): the
+    # router reads the shard map from the shard databases again (at most once per
+    # `slot_moved_retry_s`), resends it to the owner, or — while the move is copying and nobody
+    # serves the slot — waits `slot_moved_retry_s` and asks again, at most `slot_moved_retries_max`
+    # times (then 503 with Retry-After). 100 × 0.05 s covers a move of a few thousand events.
+    slot_moved_retries_max: int = Field(100, ge=1)
+    slot_moved_retry_s: float = Field(0.05, gt=0)
+    # How often a router reads the shard map anyway (requests learn of a move from the shard that
+    # lost it; reads made straight in Postgres read the map first, router/deps.py).
+    shard_map_refresh_s: float = Field(5.0, gt=0)
 
     # Actor → Postgres group commit.
     commit_batch_commands_max: int = Field(2048, ge=1)

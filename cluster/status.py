@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from cluster import runstate
 from cluster.settings import Settings
+from cluster.slot_move import slot_ranges
 
 STATUS_TIMEOUT_S = 5.0
 
@@ -80,10 +81,12 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     shard_map = settings.shard_map()
     shards: list[dict[str, Any]] = []
     for shard_id in range(shard_count):
-        slots = shard_map.slots_of(shard_id)
+        database = databases[shard_id] if shard_id < len(databases) else {}
+        recorded = database.get("owned_slots")  # what a slot move left; else the settings' map
+        slots = recorded if recorded is not None else shard_map.slots_of(shard_id)
         shards.append({
             "shard_id": shard_id,
-            "slots": f"{slots[0]}-{slots[-1]}" if slots else "-",
+            "slots": slot_ranges(slots),
             "database": databases[shard_id] if shard_id < len(databases) else {"up": False, "error": "no DSN"},
             "actor": actors.get(shard_id, {"up": False, "error": "Ray not running"}),
         })

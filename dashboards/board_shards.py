@@ -116,6 +116,23 @@ RECOVERY = row(
           "recovery refused: not served until repaired (alert TicketingEventQuarantined).", "short",
           ("sum by (shard) (ticketing_actor_events{" + ON_SHARD + "})", "owned shard {{shard}}"),
           ("sum by (shard) (ticketing_actor_events_quarantined{" + ON_SHARD + "})", "quarantined shard {{shard}}")),
+    panel("Slots owned and fenced, by shard", "Slots each shard serves, and slots a move has fenced on it and "
+          "not handed over yet: nobody serves those (alert TicketingSlotMoveStuck; `ticketing slots` shows them, "
+          "running the move again finishes it).", "short",
+          ("max by (shard) (ticketing_actor_slots_owned{" + ON_SHARD + "})", "owned shard {{shard}}"),
+          ("max by (shard) (ticketing_actor_slots_fenced{" + ON_SHARD + "})", "fenced shard {{shard}}"),
+          thresholds=(Threshold(1),)),
+    panel("Slot-move answers, per second", "Requests a shard refused because it does not own their slot (a "
+          "router with an older shard map), and what the routers did: resent to the owner (or, while the move "
+          "copies, to the same shard after a wait), or gave up with a 503.", "reqps",
+          (rate("ticketing_actor_slot_moved_total", "shard", ON_SHARD), "refused by shard {{shard}}"),
+          (rate("ticketing_router_slot_moved_total", "outcome"), "router {{outcome}}")),
+    panel("Shard-map version and reads", "The shard-map version each shard's database records and each router "
+          "uses (they agree once every router has read the map after a move), and the routers' map reads by "
+          "result (failed: a shard database did not answer; the map in use is kept).", "short",
+          ("max by (shard) (ticketing_actor_shard_map_version{" + ON_SHARD + "})", "version in shard {{shard}}"),
+          ("max(ticketing_router_shard_map_version)", "version in routers"),
+          (increase_in_range("ticketing_router_shard_map_reads_total", "result"), "reads {{result}}")),
     stat("Inventory core", "Whether each shard runs the mypyc-compiled inventory core (about 1.3× faster) or "
          "the interpreted one; `ticketing status` says why.", "none",
          ("min by (shard) (ticketing_actor_core_compiled{" + ON_SHARD + "})", "shard {{shard}}"),

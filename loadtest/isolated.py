@@ -46,8 +46,9 @@ def drop_database(dsn: str) -> None:
 
 
 def start_isolated_shard(dsn: str, *, namespace: str, name_prefix: str, store: Any = None,
-                         idempotency: bool = True, isolation: bool = True, **bounds: Any) -> Any:
-    """A `ShardActor` owning every slot of `dsn`'s database, started and recovered; `bounds`
+                         idempotency: bool = True, isolation: bool = True, slots: tuple[int, ...] = ALL_SLOTS,
+                         **bounds: Any) -> Any:
+    """A `ShardActor` owning `slots` (every slot) of `dsn`'s database, started and recovered; `bounds`
     override the deployment's defaults (`cluster.settings.ShardBounds`).
 
     `store` (a wrapper from `shards.faults`), `idempotency` and `isolation` exist for negative
@@ -60,7 +61,7 @@ def start_isolated_shard(dsn: str, *, namespace: str, name_prefix: str, store: A
     from cluster.settings import ShardBounds
     from shards.store import PostgresShardStore
 
-    config = ShardConfig(0, ALL_SLOTS, dsn, ShardBounds.defaults(**bounds), store or PostgresShardStore,
+    config = ShardConfig(0, slots, dsn, ShardBounds.defaults(**bounds), store or PostgresShardStore,
                          idempotency=idempotency, isolation=isolation)
     handle = ray.remote(ShardActor).options(
         name=f"{name_prefix}-{uuid.uuid4().hex[:8]}", namespace=namespace, max_restarts=ACTOR_RESTARTS_MAX,

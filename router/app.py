@@ -87,11 +87,8 @@ def create_app(settings: Settings | None = None) -> TicketingApp:
         await runtime.start()
         try:
             async with seat_streams_lifespan(app):
-                resolver.start()
-                cancellation.start()
-                relay.start()
-                mail_relay.start()
-                readiness.start()
+                for background in (resolver, cancellation, relay, mail_relay, readiness, shard_client):
+                    background.start()
                 yield
         finally:
             await readiness.stop()

@@ -23,7 +23,7 @@ from actors.inventory.commands import CheckIn
 from actors.inventory.results import Rejection, TicketView
 from actors.protocol import EventDocument, GetEvent, attributed
 from router.auth import VALIDATORS, Principal, authorize
-from router.deps import call_shard, caller_of, client_of, parse_body, settings_of
+from router.deps import call_shard, caller_of, client_of, parse_body, settings_of, shard_for_direct_read
 from router.jsonbody import JSONBody
 from router.problems import PROBLEM, ApiError
 from router.schemas import Strict, time_range_error
@@ -157,7 +157,7 @@ async def revocations(request: Request, event_id: UUID, cursor: str | None = Non
     if limit > settings.revocations_page_max:
         raise ApiError(422, "VALIDATION_ERROR", f"limit must be at most {settings.revocations_page_max}")
     after = _cursor(cursor)
-    shard_id = client_of(request).shard_map.shard_of(event_id)
+    shard_id = await shard_for_direct_read(request, event_id)
     rows = await request.app.state.runtime.reads.revocations(shard_id, event_id, after, limit + 1)
     page = rows[:limit]
     next_cursor = None

@@ -67,6 +67,16 @@ def idempotency_key(request: Incoming) -> str | None:
     return key
 
 
+async def shard_for_direct_read(request: Incoming, event_id: UUID) -> int:
+    """The event's shard for a read made straight in Postgres (reports, exports, audit,
+    revocations): no actor stands in the way to answer "slot moved", so the shard map is read
+    again first — at most once per `slot_moved_retry_s` per process, and these reads are rare — and
+    a slot move is seen at once instead of within `shard_map_refresh_s`."""
+    client = client_of(request)
+    await client.read_map()
+    return client.shard_map.shard_of(event_id)
+
+
 def shard_of_entity(client: ShardClient, entity_id: UUID, code: str) -> int:
     """The shard of a hold/order/ticket id (its slot is inside it); 404 for ids that are not ours."""
     slot = slot_of_id(entity_id)

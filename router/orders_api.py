@@ -157,6 +157,9 @@ async def refund(request: Request, order_id: UUID) -> JSONBody:
     if not by_organizer and datetime.fromisoformat(document["starts_at"].replace("Z", "+00:00")) <= datetime.now(UTC):
         raise ApiError(403, "FORBIDDEN", "refunds close when the event starts; ask the organizer")
     service: CheckoutService = request.app.state.checkout
+    # Again: the reads above follow a slot move (and refresh the map), and the refund reads the
+    # order's charge from the database of the shard it names.
+    shard_id = shard_of_entity(client_of(request), order_id, "ORDER_NOT_FOUND")
     refunded = await service.refund_order(RefundRequest(shard_id, principal.user_id, order, by_organizer,
                                                         idempotency_key(request), caller_of(request, principal)))
     REFUNDS.labels("refunded").inc()

@@ -30,7 +30,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from router.auth import ORGANIZERS, authorize
-from router.deps import client_of, settings_of
+from router.deps import settings_of, shard_for_direct_read
 from router.http_metrics import at_zero
 from router.jsonbody import JSONBody
 from router.problems import PROBLEM, ApiError
@@ -85,7 +85,7 @@ def reports_of(request: Request) -> ReportQueries:
 async def _owned_event(request: Request, event_id: UUID) -> int:
     """The event's shard, if the caller is its organizer or an admin (module docstring)."""
     principal = authorize(request, ORGANIZERS)
-    shard_id = client_of(request).shard_map.shard_of(event_id)
+    shard_id = await shard_for_direct_read(request, event_id)
     try:
         organizer_id = await reports_of(request).organizer_of(shard_id, event_id)
     except QUERY_ERRORS as error:

@@ -30,7 +30,6 @@ NAMESPACE = "ticketing"
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.shard_map = settings.shard_map()
         self.databases = ShardPools(settings.pg_dsns, settings.db_pool_size_max, settings.db_call_timeout_s)
         self.reads = ReadQueries(self.databases.pool)
         self.reports = ReportQueries(self.databases.pool)

@@ -14,6 +14,7 @@ and only the client, holding its own key, can retry it safely.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -21,11 +22,13 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from actors.protocol import SlotMoved
 from actors.wire import decode_replies, encode_requests
 from cluster.logs import shared_context
 from cluster.settings import Settings
 from router.http_metrics import at_zero
 from router.runtime import Runtime
+from shards.slot_moves import SlotRow, owners_of, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,17 @@ REJECTED = Counter("ticketing_shard_rejected_total", "Requests refused or failed
 # series at 0 (`at_zero`).
 SHARD_REJECTIONS = ("queue_full", "timeout", "actor_failed")
 RETRIES = Counter("ticketing_shard_retries_total", "Requests retried after an actor failure.", ["shard"])
+# Slot moves (shards/slot_moves.py): requests a shard answered "slot moved", by what the router did
+# (resent: to the new owner or, while the move copies, to the same shard after a wait; gave_up:
+# 503 after slot_moved_retries_max), the shard-map reads by result, and the version in use.
+SLOT_MOVED = Counter("ticketing_router_slot_moved_total", "Requests a shard answered 'slot moved', by outcome.",
+                     ["outcome"])
+SLOT_MOVED_OUTCOMES = ("resent", "gave_up")
+MAP_READS = Counter("ticketing_router_shard_map_reads_total", "Shard-map reads from the shard databases, by result.",
+                    ["result"])
+MAP_READ_RESULTS = ("changed", "unchanged", "failed")
+MAP_VERSION = Gauge("ticketing_router_shard_map_version", "Shard-map version this router process uses.",
+                    multiprocess_mode="max")
 
 
 class ShardUnavailable(Exception):
@@ -62,6 +76,7 @@ class _Pending:
     future: asyncio.Future[Any]
     retryable: bool
     attempts: int = 0
+    moves: int = 0  # "slot moved" answers followed so far
 
 
 class _Lane:
@@ -137,7 +152,9 @@ class _Lane:
             self._retry_or_fail(batch, error)
         else:
             for pending, reply in zip(batch, replies, strict=True):
-                if not pending.future.done():
+                if type(reply) is SlotMoved:  # nothing was applied: safe to send again, keyed or not
+                    self.client.follow_move(pending, reply.slot, self.kind)
+                elif not pending.future.done():
                     pending.future.set_result(reply)
         finally:
             CALL_LATENCY.labels(*self.labels).observe(time.perf_counter() - started)
@@ -180,11 +197,89 @@ class ShardClient:
     def __init__(self, runtime: Runtime, settings: Settings) -> None:
         self.runtime = runtime
         self.settings = settings
-        self.shard_map = settings.shard_map()
+        self.shard_map = settings.shard_map()  # the settings' until the databases are read
         self._lanes: dict[tuple[int, str], _Lane] = {}
+        self._map_read: asyncio.Task[None] | None = None
+        self._map_read_at = 0.0
+        self._map_timer: asyncio.Task[None] | None = None
+        self._following: set[asyncio.Task[None]] = set()
         for shard in map(str, range(settings.shard_count)):
             at_zero(REJECTED, *((shard, reason) for reason in SHARD_REJECTIONS))
             at_zero(RETRIES, shard)
+        at_zero(SLOT_MOVED, *((outcome,) for outcome in SLOT_MOVED_OUTCOMES))
+        at_zero(MAP_READS, *((result,) for result in MAP_READ_RESULTS))
+        MAP_VERSION.set(self.shard_map.version)
+
+    # --- the shard map (shards/slot_moves.py) ---------------------------------------------------------
+
+    def follow_move(self, pending: _Pending, slot: int, kind: str) -> None:
+        """A shard answered "slot moved": read the map again and resend to the slot's owner; while
+        nobody owns it (the move is copying), wait and ask again, at most slot_moved_retries_max
+        times."""
+        settings = self.settings
+        if pending.moves >= settings.slot_moved_retries_max:
+            SLOT_MOVED.labels("gave_up").inc()
+            if not pending.future.done():
+                pending.future.set_exception(ShardUnavailable(f"slot {slot} is being moved between shards"))
+            return
+        pending.moves += 1
+        SLOT_MOVED.labels("resent").inc()
+        task = asyncio.get_running_loop().create_task(self._resend(pending, slot, kind), context=shared_context())
+        self._following.add(task)
+        task.add_done_callback(self._following.discard)
+
+    async def _resend(self, pending: _Pending, slot: int, kind: str) -> None:
+        before = self.shard_map.shard_of_slot[slot]
+        await self.read_map()
+        owner = self.shard_map.shard_of_slot[slot]
+        if owner == before:
+            await asyncio.sleep(self.settings.slot_moved_retry_s)
+        if pending.future.done():
+            return
+        try:
+            self._lane(owner, kind).submit(pending)
+        except Overloaded as error:
+            pending.future.set_exception(error)
+
+    async def read_map(self) -> None:
+        """Read the shard map from the shard databases (one read in flight per process, at most
+        one per `slot_moved_retry_s`); a failed read keeps the map in use."""
+        if self._map_read is None or (self._map_read.done()
+                                      and time.monotonic() - self._map_read_at >= self.settings.slot_moved_retry_s):
+            self._map_read = asyncio.get_running_loop().create_task(self._read_map())
+        await asyncio.shield(self._map_read)
+
+    async def _read_map(self) -> None:
+        try:
+            rows = await asyncio.gather(*(self._slot_rows(shard_id) for shard_id in range(self.settings.shard_count)))
+        except Exception as error:  # a shard database down: route by the map in use, retry later
+            MAP_READS.labels("failed").inc()
+            log.warning("shard map read failed: %s: %s", type(error).__name__, error)
+            return
+        finally:
+            self._map_read_at = time.monotonic()
+        owners, version = owners_of(dict(enumerate(rows)))
+        updated = self.shard_map.with_owners(owners, version)  # unowned slots: where they went before
+        changed = updated.shard_of_slot != self.shard_map.shard_of_slot
+        MAP_READS.labels("changed" if changed else "unchanged").inc()
+        if changed or updated.version != self.shard_map.version:
+            log.info("shard map version %d (was %d)", updated.version, self.shard_map.version)
+        self.shard_map = updated
+        MAP_VERSION.set(self.shard_map.version)
+
+    async def _slot_rows(self, shard_id: int) -> list[SlotRow]:
+        pool = await self.runtime.databases.pool(shard_id)
+        return await read_rows(pool)
+
+    def start(self) -> None:
+        """Read the map now and every `shard_map_refresh_s` (until `close`)."""
+        self._map_timer = asyncio.get_running_loop().create_task(self._keep_map_fresh())
+
+    async def _keep_map_fresh(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # _read_map logs and counts its own failures
+                await self.read_map()
+            await asyncio.sleep(self.settings.shard_map_refresh_s)
 
     def _lane(self, shard_id: int, kind: str) -> _Lane:
         lane = self._lanes.get((shard_id, kind))
@@ -205,6 +300,10 @@ class ShardClient:
         return await future
 
     async def close(self) -> None:
+        if self._map_timer is not None:
+            self._map_timer.cancel()
+        for task in self._following:
+            task.cancel()
         for lane in self._lanes.values():
             if lane.task is not None:
                 lane.task.cancel()

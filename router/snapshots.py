@@ -32,8 +32,10 @@ READS = at_zero(Counter("ticketing_read_snapshots_total", "Public reads by where
 
 
 class ReadSnapshots:
-    def __init__(self, ttl_s: float, entries_max: int) -> None:
+    def __init__(self, ttl_s: float, entries_max: int, clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock` measures freshness (a test passes its own)."""
         self.ttl_s = ttl_s
+        self.clock = clock
         self.entries_max = entries_max
         self._entries: dict[Hashable, tuple[float, float, Any]] = {}  # key → (fresh until, as of, reply)
         self._in_flight: dict[Hashable, asyncio.Future[tuple[Any, float]]] = {}
@@ -41,7 +43,7 @@ class ReadSnapshots:
     async def get(self, key: Hashable, read: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
         """(reply, as_of in POSIX seconds) for `key`: the snapshot if fresh, else `read()`."""
         entry = self._entries.get(key)
-        if entry is not None and entry[0] > time.monotonic():
+        if entry is not None and entry[0] > self.clock():
             READS.labels("snapshot").inc()
             return entry[2], entry[1]
         waiting = self._in_flight.get(key)
@@ -51,7 +53,7 @@ class ReadSnapshots:
         future: asyncio.Future[tuple[Any, float]] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         READS.labels("shard").inc()
-        as_of_s, fresh_from = time.time(), time.monotonic()
+        as_of_s, fresh_from = time.time(), self.clock()
         try:
             reply = await read()
         except BaseException as error:

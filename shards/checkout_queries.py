@@ -21,7 +21,8 @@ Cursor = tuple[datetime, UUID]
 
 
 class QueryFailed(Exception):
-    """The shard's database did not answer (down, timed out, connection lost)."""
+    """The shard's database did not answer (down, timed out, connection lost), or does not hold
+    what the caller was sent there for (its slot moved: `order_charge`)."""
 
 
 class PinnedHold(NamedTuple):
@@ -73,10 +74,17 @@ class CheckoutQueries:
             raise QueryFailed(f"shard {shard_id} database: {type(error).__name__}") from error
 
     async def order_charge(self, shard_id: int, order_id: UUID) -> PaymentRow | None:
-        """The succeeded charge that paid for an order; None for a free order."""
+        """The succeeded charge that paid for an order; None for a free order. Raises QueryFailed
+        when the order is not in this shard's database at all: its slot moved to another shard since
+        the caller read the shard map (shards/slot_moves.py), and "no charge" would be a lie that
+        refunds the tickets but keeps the money."""
         rows = await self._fetch(shard_id, f"""SELECT {_PAYMENT_COLUMNS}, created_at FROM payments
             WHERE order_id = $1 AND kind = 'charge' AND status = 'succeeded'""", order_id)
-        return _payment(rows[0], "created_at") if rows else None
+        if rows:
+            return _payment(rows[0], "created_at")
+        if not await self._fetch(shard_id, "SELECT 1 FROM orders WHERE order_id = $1", order_id):
+            raise QueryFailed(f"order {order_id} is not in shard {shard_id}'s database (its slot moved): retry")
+        return None
 
     async def cancelled_orders(self, shard_id: int, after: UUID | None, limit: int) -> list[tuple[UUID, UUID]]:
         """(order id, event id) of the confirmed orders of cancelled events, in order id order: what

@@ -120,7 +120,7 @@ class MailQueries(OneReaderPerShard):
             cursor = await connection.fetchval("SELECT outbox_id FROM mail_cursor FOR UPDATE")
             rows = await connection.fetch(
                 """SELECT outbox_id, event_id, topic, payload::text AS payload, created_at FROM outbox
-                   WHERE outbox_id > $1 ORDER BY outbox_id LIMIT $2""", cursor, rows_max)
+                   WHERE outbox_id > $1 AND NOT mail_planned ORDER BY outbox_id LIMIT $2""", cursor, rows_max)
             if not rows:
                 return []
             # As text, then parsed here: the router's pools leave json columns to asyncpg's text codec.
@@ -178,5 +178,6 @@ class MailQueries(OneReaderPerShard):
                    (SELECT min(outbox_created_at) FROM mail_deliveries WHERE status = 'pending'),
                    (SELECT created_at FROM outbox
                     WHERE outbox_id > (SELECT outbox_id FROM mail_cursor) AND topic = ANY ($1::text[])
+                      AND NOT mail_planned
                     ORDER BY outbox_id LIMIT 1)))""", list(MAIL_TOPICS))
         return 0.0 if age is None else max(0.0, float(age))

@@ -120,7 +120,8 @@ async def migrate_all(dsns: list[str], *, timeout_s: float) -> dict[str, list[st
 
 async def shard_database_status(dsn: str, *, timeout_s: float) -> dict[str, Any]:
     """What `ticketing status` shows of one shard database: reachable, its schema version, the
-    lease epoch of its actor (or the error, shortened)."""
+    lease epoch of its actor, the slots it records as its own (shards/slot_moves.py; None before
+    the actor first started or before migration 009), or the error, shortened."""
     try:
         connection = await asyncpg.connect(dsn, timeout=timeout_s)
     except Exception as error:
@@ -128,7 +129,10 @@ async def shard_database_status(dsn: str, *, timeout_s: float) -> dict[str, Any]
     try:
         version = await connection.fetchval("SELECT max(version) FROM schema_migrations", timeout=timeout_s)
         epoch = await connection.fetchval("SELECT max(epoch) FROM shard_lease", timeout=timeout_s)
-        return {"up": True, "schema_version": version, "lease_epoch": epoch}
+        owned = await connection.fetch("SELECT slot FROM slot_owners WHERE state = 'owned' ORDER BY slot",
+                                       timeout=timeout_s) if version is not None and version >= 9 else None
+        return {"up": True, "schema_version": version, "lease_epoch": epoch,
+                "owned_slots": None if owned is None else [int(row["slot"]) for row in owned]}
     except Exception as error:
         return {"up": True, "error": str(error)[:200]}
     finally:

@@ -24,7 +24,8 @@ from shards.pools import PoolOf
 # correlated subquery on the sections primary key), so a page is one round trip. The router's
 # pools have no jsonb codec, so jsonb columns arrive as text. The text query ($6) is a tsquery
 # the router built from quoted words (router/browse.py `text_query`); it is a parameter, never
-# part of the SQL.
+# part of the SQL. Events of a slot a move is taking away ('fenced' here, shards/slot_moves.py)
+# are left out: from the moment the target holds their copy they are listed from there, once.
 EVENTS_PAGE_SQL = """
 SELECT e.event_id, e.organizer_id, e.title, e.category, e.description, e.venue, e.starts_at, e.ends_at,
        e.currency, e.hold_seconds, e.per_person_limit, e.queue, e.sale_windows, e.status, e.created_at,
@@ -41,6 +42,7 @@ SELECT e.event_id, e.organizer_id, e.title, e.category, e.description, e.venue, 
    AND ($6::text IS NULL OR e.search @@ to_tsquery('simple', $6))
    AND ($7::text IS NULL OR e.status = $7)
    AND ($8::text IS NULL OR e.organizer_id = $8)
+   AND NOT EXISTS (SELECT 1 FROM slot_owners o WHERE o.slot = e.slot AND o.state <> 'owned')
  ORDER BY e.starts_at, e.event_id
  LIMIT $9
 """

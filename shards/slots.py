@@ -40,6 +40,13 @@ class ShardMap:
     def slots_of(self, shard_id: int) -> list[int]:
         return [slot for slot, owner in enumerate(self.shard_of_slot) if owner == shard_id]
 
+    def with_owners(self, owners: dict[int, int], version: int) -> ShardMap:
+        """This map with `owners` (slot → shard, as the shard databases record them: shards/slot_moves.py)
+        taking precedence; a slot nobody owns right now (a move is copying it) keeps its shard here,
+        which answers "slot moved" until the move is done."""
+        merged = tuple(owners.get(slot, shard) for slot, shard in enumerate(self.shard_of_slot))
+        return ShardMap(merged, max(version, self.version))
+
     @classmethod
     def even(cls, shard_count: int) -> ShardMap:
         if not 1 <= shard_count <= SLOT_COUNT:

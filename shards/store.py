@@ -34,6 +34,7 @@ from shards.lease import take_lease
 from shards.loader import EventRows, load_events, load_idempotency
 from shards.lookup import DurableLookup, EventLayouts, purge_idempotency_keys
 from shards.pools import QUERY_ERRORS
+from shards.slot_moves import SlotRow, fence, seed_and_read
 from shards.writer import connect_writer, plan_batch, probe_commands, write_batch
 
 # What the actor treats as "the database did not answer" when it starts: retry, do not crash.
@@ -88,6 +89,10 @@ class ShardStore(Protocol):
     def lookup(self, layouts: EventLayouts) -> DurableLookup | None: ...
 
     async def purge_keys(self, cutoff_s: float) -> tuple[int, float]: ...
+
+    async def slot_rows(self, configured: list[int]) -> list[SlotRow]: ...
+
+    async def fence_slots(self, slots: list[int], version: int) -> int: ...
 
 
 StoreFactory = Callable[[int, str, StoreBounds], ShardStore]
@@ -171,6 +176,15 @@ class PostgresShardStore:
     async def purge_keys(self, cutoff_s: float) -> tuple[int, float]:
         return await purge_idempotency_keys(self.pool, cutoff_s, self.bounds.idempotency_purge_batch_keys_max,
                                             self.bounds.durable_lookup_timeout_s)
+
+    async def slot_rows(self, configured: list[int]) -> list[SlotRow]:
+        """This database's slot ownership (shards/slot_moves.py), the settings' slots seeded first."""
+        async with self.pool.acquire(timeout=self.bounds.recovery_timeout_s) as connection:
+            return await seed_and_read(connection, configured)
+
+    async def fence_slots(self, slots: list[int], version: int) -> int:
+        async with self.pool.acquire(timeout=self.bounds.db_call_timeout_s) as connection:
+            return await fence(connection, slots, version)
 
     async def _writer_connection(self) -> asyncpg.Connection:
         if self._writer is None or self._writer.is_closed():

@@ -451,8 +451,9 @@ async def execute_plan(connection: asyncpg.Connection, plan: BatchPlan, codec: R
     if plan.idempotency:
         await connection.copy_records_to_table(
             "idempotency_keys",
-            records=[(r.user_id, r.key, r.fingerprint, codec.encode(r.result), r.at_s) for r in plan.idempotency],
-            columns=("user_id", "key", "fingerprint", "result", "created_at"))
+            records=[(r.user_id, r.key, r.fingerprint, codec.encode(r.result), r.at_s, r.slot)
+                     for r in plan.idempotency],
+            columns=("user_id", "key", "fingerprint", "result", "created_at", "slot"))
     for changed in plan.event_fields:
         await update_event(connection, changed.event_id, changed.fields)
     if plan.payments:

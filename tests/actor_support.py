@@ -35,7 +35,8 @@ def drop_created_databases() -> None:
 
 def start_shard(dsn: str, *, store: Any = None, idempotency: bool = True, isolation: bool = True,
                 **bounds: Any) -> Any:
-    """`store`: a wrapper from `shards.faults` for a negative control (None: the real one)."""
+    """`store`: a wrapper from `shards.faults` for a negative control (None: the real one);
+    `slots` among `bounds`: the slots it serves (default all)."""
     return start_isolated_shard(dsn, namespace=TEST_NAMESPACE, name_prefix="test-shard", store=store,
                                 idempotency=idempotency, isolation=isolation, hold_expiry_tick_ms=100, **bounds)
 

@@ -213,6 +213,10 @@ class IdempotencyRecorded(NamedTuple):
     fingerprint: bytes
     result: Result
     at_s: float
+    # The slot of the command's event, read from the hold, order or ticket id it names (each
+    # carries its slot, `shards.slots.new_id`): a slot move copies the keys of its slots with their
+    # events. None for an id that is not one of ours (and for keys read back from Postgres).
+    slot: int | None = None
 
 
 Change = (

@@ -68,6 +68,21 @@ _new = tuple.__new__
 # Rejections not recorded under the command's idempotency key: a retry must be decided anew, since
 # what refused it may be over (the event created by then; the buyer admitted from the queue).
 _UNRECORDED = frozenset({ErrorCode.EVENT_NOT_FOUND, ErrorCode.QUEUE_TOKEN_REQUIRED})
+# Generated ids carry their event's slot in bits 68-75 under version 8 (`shards.slots.new_id`).
+_ID_VERSION = 8
+_ID_SLOT_SHIFT = 68
+
+
+def _slot_of_ids(command: Any) -> int | None:
+    """The slot a keyed user command's hold, order or ticket id carries (every such command names
+    one), None when that id is not one of ours."""
+    value = getattr(command, "hold_id", None) or getattr(command, "order_id", None) or getattr(
+        command, "ticket_id", None)
+    if not isinstance(value, UUID) or value.version != _ID_VERSION:
+        return None
+    return int((value.int >> _ID_SLOT_SHIFT) & 0xFF)
+
+
 _H = TypeVar("_H", HoldSeats, HoldGeneralAdmission, HoldBestAvailable)
 
 
@@ -206,7 +221,8 @@ class ShardInventory:
         if isinstance(result, Rejection) and result.code in _UNRECORDED:
             return outcome
         self.idempotency.record(command.user_id, key, Recorded(request, result, now_s))
-        return Outcome(result, (*outcome.changes, IdempotencyRecorded(command.user_id, key, request, result, now_s)))
+        return Outcome(result, (*outcome.changes, IdempotencyRecorded(command.user_id, key, request, result, now_s,
+                                                                        _slot_of_ids(command))))
 
     def _track(self, hold: Hold) -> None:
         hold_key = hold.hold_id.int

@@ -20,11 +20,13 @@ def test_a_crowd_of_readers_costs_one_read_per_interval() -> None:
         await asyncio.sleep(0.01)
         return f"view {len(calls)}"
 
+    now = [0.0]  # the snapshots' clock: moved by hand, so a slow machine cannot age them
+
     async def crowd() -> list[tuple[str, float]]:
-        snapshots = ReadSnapshots(ttl_s=0.2, entries_max=10)
+        snapshots = ReadSnapshots(ttl_s=0.2, entries_max=10, clock=lambda: now[0])
         first = await asyncio.gather(*(snapshots.get("event", read) for _ in range(500)))  # cold: single flight
         again = await asyncio.gather(*(snapshots.get("event", read) for _ in range(500)))  # fresh snapshot
-        await asyncio.sleep(0.25)
+        now[0] += 0.25
         later = await snapshots.get("event", read)
         return [*first, *again, later]
 
