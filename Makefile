@@ -35,7 +35,7 @@ bench: $(DEV_STAMP) $(NATIVE)
 
 # The soak (loadtest/soak.py, docs/RELIABILITY.md "Soak"): a head and two Ray worker nodes, two
 # Postgres servers, 30 minutes of mixed Locust load with actor kills and one node loss; writes
-# docs/soak/soak.json and soak.png. Not in CI. SOAK_ARGS="--minutes 5" for a short one.
+# docs/soak/soak.json and soak.png (rename them to keep a run). Not in CI. SOAK_ARGS="--minutes 5" for a short one.
 soak: $(DEV_STAMP) $(NATIVE)
 	$(BIN)/python -m loadtest.soak $(SOAK_ARGS)
 

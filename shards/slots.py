@@ -1,8 +1,9 @@
 """Event → slot → shard (DESIGN §4).
 
 ``slot = xxhash64(event_id.bytes) % 256`` is fixed forever, so an event never changes slot. The
-shard map assigns contiguous slot ranges to shard ids and carries a version, so that rebalancing
-(moving slots between shards) can later publish a new map without changing any slot.
+shard map assigns slots to shard ids and carries a version. The settings give the first map; slot
+moves change it, recorded in the shard databases (shards/slot_moves.py), and routers merge what
+the databases record over it (`ShardMap.with_owners`).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,23 @@ def events_on(http: httpx.Client, cluster: RunningCluster, shards: set[int]) -> 
     raise AssertionError(f"no events landed on shards {shards}")
 
 
+def with_fault(cluster: RunningCluster, history: History, events: tuple[str, str], after_s: float,
+               fault: Callable[[], Awaitable[None]]) -> Any:
+    """The buyers' workload with `fault` run once `after_s` into it; the history checker's report."""
+
+    async def strike(stop: asyncio.Event) -> int:
+        await asyncio.sleep(after_s)
+        await fault()
+        await stop.wait()
+        return 1
+
+    async def main() -> Any:
+        await run_workload(cluster, history, events, BUYERS, WORKLOAD_S, strike)
+        return await check(cluster, history, events)
+
+    return asyncio.run(main())
+
+
 def test_a_worker_node_killed_under_load_loses_nothing_and_its_shards_serve_again(
         multinode: tuple[RayNodes, RunningCluster]) -> None:
     nodes, cluster = multinode
@@ -115,18 +132,11 @@ def test_a_worker_node_killed_under_load_loses_nothing_and_its_shards_serve_agai
     history = History(cluster.headers)
     killed_at: list[float] = []
 
-    async def kill_node(stop: asyncio.Event) -> int:
-        await asyncio.sleep(KILL_AFTER_S)
+    async def kill_node() -> None:
         killed_at.append(time.monotonic())
         nodes.kill_node(victim)
-        await stop.wait()
-        return 1
 
-    async def main() -> Any:
-        await run_workload(cluster, history, events, BUYERS, WORKLOAD_S, kill_node)
-        return await check(cluster, history, events)
-
-    report = asyncio.run(main())
+    report = with_fault(cluster, history, events, KILL_AFTER_S, kill_node)
     served_again = [op.completed_s for op in history.operations
                     if op.kind == "hold" and op.outcome == "ok" and op.invoked_s >= killed_at[0]]
     assert served_again, "no hold was served after the node was killed"
@@ -150,8 +160,7 @@ def test_a_slot_range_moved_under_load_is_served_by_its_new_owner_only(
     history = History(cluster.headers)
     moves: list[tuple[float, float, subprocess.CompletedProcess[str]]] = []
 
-    async def move(stop: asyncio.Event) -> int:
-        await asyncio.sleep(MOVE_AFTER_S)
+    async def move() -> None:
         started = time.monotonic()
         done = await asyncio.to_thread(
             subprocess.run, [sys.executable, "-m", "cluster.cli", "slots", "move", span, "--to", "1",
@@ -159,14 +168,8 @@ def test_a_slot_range_moved_under_load_is_served_by_its_new_owner_only(
             env={**os.environ, **nodes.deployment_environment(PG_SERVERS)}, capture_output=True, text=True,
             timeout=MOVE_TIMEOUT_S, check=False)
         moves.append((started, time.monotonic(), done))
-        await stop.wait()
-        return 1
 
-    async def main() -> Any:
-        await run_workload(cluster, history, events, BUYERS, WORKLOAD_S, move)
-        return await check(cluster, history, events)
-
-    report = asyncio.run(main())
+    report = with_fault(cluster, history, events, MOVE_AFTER_S, move)
     started, ended, done = moves[0]
     assert done.returncode == 0, done.stdout + done.stderr
     after = [op for op in history.operations if op.kind == "hold" and op.outcome == "ok" and op.invoked_s >= ended]

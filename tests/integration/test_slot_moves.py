@@ -19,7 +19,8 @@ import pytest
 from actors.inventory.commands import BeginCheckout, ConfirmCheckout, HoldGeneralAdmission
 from actors.inventory.results import HoldView, OrderView
 from actors.protocol import GetAvailability, SlotMoved
-from shards.slot_moves import EVENT_TABLES, clear_source, copy_to_target, read_rows
+from cluster.slot_move import read_ownership
+from shards.slot_moves import EVENT_TABLES, clear_source, copy_to_target
 from shards.slots import new_id, slot_of
 from tests.actor_support import ga_event_command, new_database, query, start_shard
 from tests.harness import RunningCluster
@@ -76,16 +77,8 @@ def rows_of(dsn: str, event_id: uuid.UUID) -> dict[str, int]:
 
 
 def states(dsn: str, slot: int) -> str:
-    rows = asyncio.run(_rows(dsn))
+    (rows,) = asyncio.run(read_ownership([dsn])).values()
     return next(row.state for row in rows if row.slot == slot)
-
-
-async def _rows(dsn: str) -> list[Any]:
-    connection = await asyncpg.connect(dsn)
-    try:
-        return await read_rows(connection)
-    finally:
-        await connection.close()
 
 
 def test_a_fenced_slot_moves_with_its_rows_keys_and_sales(cluster: RunningCluster, ray_driver: None) -> None:
