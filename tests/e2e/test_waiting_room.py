@@ -63,14 +63,20 @@ def metric_total(http: httpx.Client, name: str) -> float:
 def test_a_queue_mode_event_sells_to_the_line_in_order(http: httpx.Client, cluster: RunningCluster) -> None:
     event_id = queued_event(http, cluster, admit_per_second=5)
     users = [f"wr-{uuid.uuid4().hex[:8]}-{n:02d}" for n in range(20)]
+    started = time.monotonic()
     answers = [join(http, cluster, event_id, user) for user in users]
-    # The first second's worth of the rate is admitted at once; the rest wait in join order.
+    joining_s = time.monotonic() - started
+    # The first second's worth of the rate is admitted at once (plus what the rate refilled while
+    # the 20 joins were sent one by one); the rest wait in join order.
     admitted_at_once = [answer for answer in answers if answer["status"] == "admitted"]
     waiting = [answer for answer in answers if answer["status"] == "waiting"]
-    assert 5 <= len(admitted_at_once) <= 7 and len(admitted_at_once) + len(waiting) == 20
+    assert 5 <= len(admitted_at_once) <= 7 + 5 * joining_s and len(admitted_at_once) + len(waiting) == 20
     assert answers[:len(admitted_at_once)] == admitted_at_once  # admitted ones joined first
+    # A later join is never ahead of an earlier one. Two joins may read the same position when the
+    # line moved forward between them (one admission every 0.2 s at 5/s).
     positions = [answer["position"] for answer in waiting]
-    assert positions == sorted(positions) and len(set(positions)) == len(positions), positions
+    assert positions == sorted(positions), positions
+    assert len(set(positions)) >= len(positions) - 5 * joining_s - 1, (positions, joining_s)
     assert all(answer["eta_seconds"] >= 1 for answer in waiting)
     # Joining again keeps the place (or it moved forward); it never goes to the back.
     again = join(http, cluster, event_id, users[-1])
